@@ -1,0 +1,233 @@
+//! Would-be-rejected clients, aggregated per (route, client, reason). Written by the
+//! recorder's single aggregator task; read by the admin API.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::policy::{Mode, Reason, Verdict};
+use crate::tls::PeerCertificate;
+
+/// How many distinct source addresses a record remembers.
+const RECENT_SOURCES: usize = 5;
+
+/// One request that was not a clean pass, as the request path hands it over.
+pub struct RejectionEvent {
+    pub route: Arc<str>,
+    pub mode: Mode,
+    pub verdict: Verdict,
+    pub detail: Option<Arc<str>>,
+    pub peer: Option<Arc<PeerCertificate>>,
+    pub source: Option<IpAddr>,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// A client as operators see it. Certificates are named by their identity (so a service
+/// that rotates its certificate stays one client); clients without one by source address.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client: String,
+    pub reason: Reason,
+    pub detail: Option<String>,
+    /// The verdict of the last request (e.g. `would_reject` in audit, `reject` in enforce).
+    pub last_verdict: Verdict,
+    pub last_mode: Mode,
+    pub count: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub certificate: Option<CertificateSummary>,
+    pub sources: Vec<IpAddr>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CertificateSummary {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub sha256: String,
+    pub not_after: i64,
+}
+
+#[derive(Default)]
+struct RouteRejections {
+    /// Keyed by client name, issuer and reason: the same name from another issuer is
+    /// another client (perhaps an impostor).
+    records: HashMap<(String, String, Reason), Record>,
+    dropped: u64,
+}
+
+struct Record {
+    public: ClientRecord,
+    sources: VecDeque<IpAddr>,
+}
+
+/// The route's recorded clients, for the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteRejectionsView {
+    pub route: String,
+    pub clients: Vec<ClientRecord>,
+    /// Clients not recorded because the route's cap was reached.
+    pub dropped: u64,
+    /// Events lost, across all routes, because the recording queue was full.
+    pub queue_dropped: u64,
+}
+
+pub struct RejectionStore {
+    routes: HashMap<Arc<str>, RouteRejections>,
+    cap_per_route: usize,
+}
+
+impl RejectionStore {
+    pub fn new(cap_per_route: usize) -> Self {
+        RejectionStore {
+            routes: HashMap::new(),
+            cap_per_route,
+        }
+    }
+
+    pub fn add(&mut self, e: RejectionEvent) {
+        let Some(reason) = e.verdict.reason() else { return };
+        let client = client_name(&e);
+        let issuer = e
+            .peer
+            .as_ref()
+            .and_then(|p| p.identity.as_ref().ok())
+            .map(|id| id.issuer.clone())
+            .unwrap_or_default();
+        let route = self.routes.entry(e.route.clone()).or_default();
+        let key = (client, issuer, reason);
+        let cap = self.cap_per_route;
+        let len = route.records.len();
+        match route.records.get_mut(&key) {
+            Some(r) => {
+                r.public.count += 1;
+                r.public.last_seen = r.public.last_seen.max(e.at);
+                r.public.last_verdict = e.verdict;
+                r.public.last_mode = e.mode;
+                if let Some(d) = &e.detail {
+                    if r.public.detail.as_deref() != Some(&**d) {
+                        r.public.detail = Some(d.to_string());
+                    }
+                }
+                if let Some(peer) = &e.peer {
+                    // The newest certificate of a rotating client is the one to look at.
+                    if r.public.certificate.as_ref().map(|c| &c.sha256)
+                        != peer.identity.as_ref().ok().map(|i| &i.sha256)
+                    {
+                        r.public.certificate = summary(peer);
+                    }
+                }
+                if let Some(ip) = e.source {
+                    remember(&mut r.sources, ip);
+                }
+            }
+            None if len >= cap => route.dropped += 1,
+            None => {
+                let mut sources = VecDeque::new();
+                if let Some(ip) = e.source {
+                    sources.push_back(ip);
+                }
+                let detail = e.detail.as_deref().map(str::to_string).or_else(|| identity_detail(reason, &e));
+                let public = ClientRecord {
+                    client: key.0.clone(),
+                    reason,
+                    detail,
+                    last_verdict: e.verdict,
+                    last_mode: e.mode,
+                    count: 1,
+                    first_seen: e.at,
+                    last_seen: e.at,
+                    certificate: e.peer.as_deref().and_then(summary),
+                    sources: Vec::new(),
+                };
+                route.records.insert(key, Record { public, sources });
+            }
+        }
+    }
+
+    pub fn note_dropped(&mut self, route: &Arc<str>, n: u64) {
+        self.routes.entry(route.clone()).or_default().dropped += n;
+    }
+
+    pub fn view(&self, route: &str) -> RouteRejectionsView {
+        let (clients, dropped) = match self.routes.get(route) {
+            Some(r) => {
+                let mut clients: Vec<ClientRecord> = r
+                    .records
+                    .values()
+                    .map(|rec| ClientRecord {
+                        sources: rec.sources.iter().copied().collect(),
+                        ..rec.public.clone()
+                    })
+                    .collect();
+                clients.sort_by(|a, b| b.count.cmp(&a.count).then(a.client.cmp(&b.client)));
+                (clients, r.dropped)
+            }
+            None => (Vec::new(), 0),
+        };
+        RouteRejectionsView {
+            route: route.to_string(),
+            clients,
+            dropped,
+            queue_dropped: 0,
+        }
+    }
+}
+
+/// Allow-list failures carry no detail from verification; say which SANs were offered.
+fn identity_detail(reason: Reason, e: &RejectionEvent) -> Option<String> {
+    if !matches!(reason, Reason::IdentityNotAllowed | Reason::WildcardSan) {
+        return None;
+    }
+    let id = e.peer.as_ref()?.identity.as_ref().ok()?;
+    let sans: Vec<String> = id.sans().collect();
+    Some(if sans.is_empty() {
+        "certificate has no SANs".to_string()
+    } else {
+        format!("not on the allow list: {}", sans.join(", "))
+    })
+}
+
+fn remember(sources: &mut VecDeque<IpAddr>, ip: IpAddr) {
+    if let Some(pos) = sources.iter().position(|s| *s == ip) {
+        sources.remove(pos);
+    } else if sources.len() >= RECENT_SOURCES {
+        sources.pop_back();
+    }
+    sources.push_front(ip);
+}
+
+fn client_name(e: &RejectionEvent) -> String {
+    match (&e.peer, e.source) {
+        (Some(peer), _) => match &peer.identity {
+            Ok(id) => id.display_name(),
+            Err(_) => format!(
+                "sha256:{}",
+                peer.leaf
+                    .digest(openssl::hash::MessageDigest::sha256())
+                    .map(|d| crate::tls::hex(&d))
+                    .unwrap_or_default()
+            ),
+        },
+        (None, Some(ip)) => format!("addr:{ip}"),
+        (None, None) => "addr:unknown".to_string(),
+    }
+}
+
+fn summary(peer: &PeerCertificate) -> Option<CertificateSummary> {
+    let id = peer.identity.as_ref().ok()?;
+    Some(CertificateSummary {
+        uris: id.uris.clone(),
+        dns: id.dns.clone(),
+        subject: id.subject.clone(),
+        issuer: id.issuer.clone(),
+        serial: id.serial.clone(),
+        sha256: id.sha256.clone(),
+        not_after: id.not_after,
+    })
+}

@@ -1,0 +1,3 @@
+//! Subcommands other than `run` that are worth testing without a process.
+
+pub mod verify;

@@ -1,0 +1,154 @@
+//! `phasegate verify`: offline verification of a certificate through the same code as
+//! live traffic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openssl::x509::{X509Crl, X509};
+use serde::Serialize;
+
+use crate::policy::{decide, AllowEntry, AllowList, Mode, Overrides, Reason, Snapshot, Verdict};
+use crate::tls::{ChainLimits, ConnectionTls, PeerCertificate, RequiredEku, TrustAnchors};
+
+/// The JSON printed by `phasegate verify --format json`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub verdict: &'static str,
+    pub reason: Option<Reason>,
+    pub detail: String,
+    pub identity: Option<String>,
+}
+
+impl VerifyReport {
+    pub fn accepted(&self) -> bool {
+        self.verdict == "accept"
+    }
+
+    fn from_verdict(verdict: Verdict, detail: Option<&str>, peer: &PeerCertificate) -> Self {
+        let identity = peer.identity.as_ref().ok().map(|i| i.display_name());
+        match verdict.reason() {
+            None => VerifyReport {
+                verdict: "accept",
+                reason: None,
+                detail: "chain verifies and the identity is allowed".to_string(),
+                identity,
+            },
+            Some(reason) => VerifyReport {
+                verdict: "reject",
+                reason: Some(reason),
+                detail: detail
+                    .map(str::to_string)
+                    .unwrap_or_else(|| default_detail(reason, peer)),
+                identity,
+            },
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match self.reason {
+            None => format!("accept: {} ({})", self.identity.as_deref().unwrap_or("?"), self.detail),
+            Some(r) => format!("reject: {r}: {}", self.detail),
+        }
+    }
+}
+
+fn default_detail(reason: Reason, peer: &PeerCertificate) -> String {
+    let sans: Vec<String> = peer.identity.as_ref().map(|i| i.sans().collect()).unwrap_or_default();
+    match reason {
+        Reason::IdentityNotAllowed => format!("no SAN on the allow list (certificate has: {})", join_or_none(&sans)),
+        Reason::WildcardSan => format!(
+            "wildcard SANs never match an allow entry (certificate has: {})",
+            join_or_none(&sans)
+        ),
+        other => other.as_str().to_string(),
+    }
+}
+
+fn join_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "no SANs".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Verifies as route `route` of the config in `dir` would, in enforce mode, now.
+pub fn against_route(dir: &Path, route: &str, cert_pem: &[u8]) -> Result<VerifyReport, String> {
+    let config = crate::config::load(dir).map_err(|d| format!("invalid configuration:\n{d}"))?;
+    let config = Arc::new(config);
+    let (_, r) = config
+        .route_by_name(route)
+        .ok_or_else(|| format!("no route named {route:?}"))?;
+    let Some(bundle) = r.trust else {
+        return Err(format!(
+            "route {route:?} has no trust bundle: it does not evaluate certificates"
+        ));
+    };
+    let peer = PeerCertificate::from_pem(cert_pem)?;
+    let counters = config.routes.iter().map(|_| Default::default()).collect();
+    let snapshot = Snapshot::new(1, 0, config.clone(), Arc::new(Overrides::new()), counters);
+    // Exactly what a connection presenting this chain would go through.
+    let connection = ConnectionTls::new(None, true, Some(peer));
+    let evidence = connection.evidence(&snapshot, bundle, crate::proxy::unix_now());
+    let detail = evidence.detail.clone();
+    let verdict = decide(Mode::Enforce, &r.allow, || evidence.evidence);
+    match connection.peer.as_deref() {
+        Some(peer) => Ok(VerifyReport::from_verdict(verdict, detail.as_deref(), peer)),
+        None => Err("certificate was not captured".to_string()),
+    }
+}
+
+/// Options of `phasegate verify` without a config.
+pub struct Standalone {
+    pub trust_anchors: PathBuf,
+    pub intermediates: Option<PathBuf>,
+    pub crls: Vec<PathBuf>,
+    /// Unix seconds; `None` for now.
+    pub at: Option<i64>,
+    pub allow: Vec<AllowEntry>,
+    pub require_eku: RequiredEku,
+    pub max_depth: Option<u32>,
+}
+
+pub fn standalone(opts: &Standalone, cert_pem: &[u8]) -> Result<VerifyReport, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let certs = |p: &Path| -> Result<Vec<X509>, String> {
+        let certs =
+            X509::stack_from_pem(&read(p)?).map_err(|e| format!("{}: not PEM certificates: {e}", p.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate found", p.display()));
+        }
+        Ok(certs)
+    };
+    let anchors = certs(&opts.trust_anchors)?;
+    let intermediates = match &opts.intermediates {
+        Some(p) => certs(p)?,
+        None => Vec::new(),
+    };
+    let crls = opts
+        .crls
+        .iter()
+        .map(|p| {
+            let bytes = read(p)?;
+            X509Crl::from_pem(&bytes)
+                .or_else(|_| X509Crl::from_der(&bytes))
+                .map_err(|e| format!("{}: not a CRL: {e}", p.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut limits = ChainLimits::default();
+    if let Some(depth) = opts.max_depth {
+        limits.max_depth = depth;
+    }
+    let anchors = TrustAnchors::new(anchors, intermediates, &crls, limits, opts.at)
+        .map_err(|e| format!("cannot build trust store: {e}"))?;
+    let peer = PeerCertificate::from_pem(cert_pem)?;
+    let allow = AllowList(opts.allow.clone());
+    let outcome = anchors.verify(&peer, opts.require_eku);
+    let detail = outcome.as_ref().err().map(|f| f.detail.clone());
+    let verdict = decide(Mode::Enforce, &allow, || match (&outcome, &peer.identity) {
+        (Ok(_), Ok(identity)) => crate::policy::ClientEvidence::ChainVerified(identity),
+        (Err(f), _) => crate::policy::ClientEvidence::ChainFailed(f.reason),
+        (Ok(_), Err(_)) => crate::policy::ClientEvidence::ChainFailed(Reason::Malformed),
+    });
+    Ok(VerifyReport::from_verdict(verdict, detail.as_deref(), &peer))
+}

@@ -1,0 +1,755 @@
+//! Raw files → validated, compiled [`CompiledConfig`]. Every problem is collected with its
+//! file, line and YAML path; nothing is half-built: either all of it compiles or none.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openssl::pkey::{PKey, Private};
+use openssl::sha::Sha256;
+use openssl::x509::{X509Crl, X509};
+
+use super::diagnostic::{Diagnostic, Diagnostics};
+use super::positions::Positions;
+use super::raw::*;
+use crate::policy::{
+    AllowEntry, AllowList, BundleId, CompiledConfig, Listener, Mode, Route, RouteTable, ServerCertificate, TrustBundle,
+    Upstream, UpstreamTls,
+};
+use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
+
+/// One policy file as read from disk.
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+    positions: Positions,
+}
+
+impl SourceFile {
+    pub fn new(path: PathBuf, text: String) -> Self {
+        let positions = Positions::index(&text);
+        SourceFile { path, text, positions }
+    }
+}
+
+/// Reads every `*.yaml` / `*.yml` in `dir` (not hidden files, so the `..data` directory of
+/// a Kubernetes ConfigMap mount is seen through its symlinks), in name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Diagnostics::whole_file(dir, format!("cannot read policy directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Diagnostics::whole_file(dir, "no policy files (expected *.yaml)"));
+    }
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push(SourceFile::new(path, text)),
+            Err(e) => problems.extend(Diagnostics::whole_file(&path, format!("cannot read: {e}")).0),
+        }
+    }
+    if problems.is_empty() {
+        Ok(sources)
+    } else {
+        Err(Diagnostics(problems))
+    }
+}
+
+/// Parses, validates and compiles a set of policy files as one configuration.
+pub fn compile(sources: &[SourceFile]) -> Result<CompiledConfig, Diagnostics> {
+    let mut c = Compiler::new(sources);
+    let files: Vec<Option<RawFile>> = sources.iter().map(|s| c.parse(s)).collect();
+    if !c.problems.is_empty() {
+        return Err(Diagnostics(c.problems));
+    }
+    let files: Vec<RawFile> = files.into_iter().map(Option::unwrap_or_default).collect();
+    let config = c.compile(&files);
+    if c.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Diagnostics(c.problems))
+    }
+}
+
+struct Compiler<'a> {
+    sources: &'a [SourceFile],
+    problems: Vec<Diagnostic>,
+    hash: Sha256,
+    /// Contents of the certificate files already read, by absolute path.
+    files: HashMap<PathBuf, Result<Vec<u8>, String>>,
+}
+
+/// Where a YAML value came from: which file and which path in it.
+#[derive(Clone)]
+struct At<'p> {
+    file: usize,
+    path: &'p str,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(sources: &'a [SourceFile]) -> Self {
+        let mut hash = Sha256::new();
+        for s in sources {
+            hash.update(s.path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            hash.update(&[0]);
+            hash.update(s.text.as_bytes());
+            hash.update(&[0]);
+        }
+        Compiler {
+            sources,
+            problems: Vec::new(),
+            hash,
+            files: HashMap::new(),
+        }
+    }
+
+    fn error(&mut self, at: &At, message: impl Into<String>) {
+        let source = &self.sources[at.file];
+        let (line, column) = source.positions.locate(at.path);
+        self.problems.push(Diagnostic {
+            file: source.path.clone(),
+            line,
+            column,
+            path: at.path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn parse(&mut self, source: &SourceFile) -> Option<RawFile> {
+        if source.text.trim().is_empty() {
+            return Some(RawFile::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(&source.text);
+        match serde_path_to_error::deserialize::<_, RawFile>(de) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let inner = e.into_inner();
+                let (line, column) = match inner.location() {
+                    Some(loc) => (loc.line(), loc.column()),
+                    None => source.positions.locate(&path),
+                };
+                self.problems.push(Diagnostic {
+                    file: source.path.clone(),
+                    line,
+                    column,
+                    path,
+                    message: serde_message(&inner),
+                });
+                None
+            }
+        }
+    }
+
+    fn compile(&mut self, files: &[RawFile]) -> CompiledConfig {
+        let (bundles, bundle_ids) = self.trust_bundles(files);
+        let listeners = self.listeners(files);
+        let (routes, table) = self.routes(files, &bundle_ids);
+        let hash = std::mem::replace(&mut self.hash, Sha256::new()).finish();
+        CompiledConfig {
+            content_hash: hex(&hash),
+            files: self.sources.iter().map(|s| s.path.clone()).collect(),
+            listeners,
+            bundles,
+            by_name: routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect(),
+            routes,
+            table,
+        }
+    }
+
+    // ---- files referenced by the YAML -------------------------------------------------
+
+    fn resolve(&self, at: &At, path: &Path) -> PathBuf {
+        let base = self.sources[at.file].path.parent().unwrap_or(Path::new("."));
+        base.join(path)
+    }
+
+    fn read(&mut self, at: &At, path: &Path) -> Option<Vec<u8>> {
+        let full = self.resolve(at, path);
+        let result = self
+            .files
+            .entry(full.clone())
+            .or_insert_with(|| std::fs::read(&full).map_err(|e| e.to_string()))
+            .clone();
+        match result {
+            Ok(bytes) => {
+                self.hash.update(full.as_os_str().as_encoded_bytes());
+                self.hash.update(&bytes);
+                Some(bytes)
+            }
+            Err(e) => {
+                self.error(at, format!("cannot read {:?}: {e}", path.display().to_string()));
+                None
+            }
+        }
+    }
+
+    fn certificates(&mut self, at: &At, path: &Path) -> Option<Vec<X509>> {
+        let bytes = self.read(at, path)?;
+        match X509::stack_from_pem(&bytes) {
+            Ok(certs) if !certs.is_empty() => Some(certs),
+            Ok(_) => {
+                self.error(
+                    at,
+                    format!(
+                        "{:?} holds no certificate (expected PEM CERTIFICATE blocks)",
+                        path.display().to_string()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    at,
+                    format!(
+                        "{:?} is not a PEM certificate file: {}",
+                        path.display().to_string(),
+                        first_error(&e)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn private_key(&mut self, at: &At, path: &Path) -> Option<PKey<Private>> {
+        let bytes = self.read(at, path)?;
+        match PKey::private_key_from_pem(&bytes) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                self.error(
+                    at,
+                    format!(
+                        "{:?} is not a PEM private key: {}",
+                        path.display().to_string(),
+                        first_error(&e)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn crl(&mut self, at: &At, path: &Path) -> Option<X509Crl> {
+        let bytes = self.read(at, path)?;
+        match X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)) {
+            Ok(crl) => Some(crl),
+            Err(e) => {
+                self.error(
+                    at,
+                    format!(
+                        "{:?} is not a CRL (PEM or DER): {}",
+                        path.display().to_string(),
+                        first_error(&e)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Certificates that must all be CAs (trust anchors, intermediates).
+    fn ca_certificates(&mut self, at: &At, path: &Path) -> Option<Vec<X509>> {
+        let certs = self.certificates(at, path)?;
+        let mut ok = true;
+        for (i, cert) in certs.iter().enumerate() {
+            let is_ca = crate::tls::parse_identity(cert).map(|id| id.is_ca).unwrap_or(false);
+            if !is_ca {
+                ok = false;
+                self.error(
+                    at,
+                    format!(
+                        "certificate {} in {:?} ({}) is not a CA certificate (expected basicConstraints cA=TRUE)",
+                        i + 1,
+                        path.display().to_string(),
+                        crate::tls::describe(cert)
+                    ),
+                );
+            }
+        }
+        ok.then_some(certs)
+    }
+
+    // ---- sections -------------------------------------------------------------------------
+
+    fn trust_bundles(&mut self, files: &[RawFile]) -> (Vec<TrustBundle>, HashMap<String, BundleId>) {
+        let mut bundles = Vec::new();
+        let mut ids = HashMap::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (file, raw) in files.iter().enumerate() {
+            for (name, b) in &raw.trust_bundles {
+                let base = format!("trust_bundles.{name}");
+                let at = At { file, path: &base };
+                if let Some(first) = seen.get(name) {
+                    let first = self.sources[*first].path.display().to_string();
+                    self.error(&at, format!("trust bundle {name:?} is also defined in {first}"));
+                    continue;
+                }
+                seen.insert(name.clone(), file);
+                let ca_path = format!("{base}.ca");
+                let anchors = self.ca_certificates(&At { file, path: &ca_path }, &b.ca);
+                let int_path = format!("{base}.intermediates");
+                let intermediates = match &b.intermediates {
+                    Some(p) => self.ca_certificates(&At { file, path: &int_path }, p),
+                    None => Some(Vec::new()),
+                };
+                let mut crls = Vec::new();
+                let mut crls_ok = true;
+                for (i, p) in b.crl.iter().enumerate() {
+                    let path = format!("{base}.crl[{i}]");
+                    match self.crl(&At { file, path: &path }, p) {
+                        Some(crl) => crls.push(crl),
+                        None => crls_ok = false,
+                    }
+                }
+                let mut limits = ChainLimits::default();
+                if let Some(depth) = b.max_chain_depth {
+                    if depth == 0 || depth > 16 {
+                        let path = format!("{base}.max_chain_depth");
+                        self.error(
+                            &At { file, path: &path },
+                            format!("{depth} is out of range (expected 1 to 16)"),
+                        );
+                    }
+                    limits.max_depth = depth;
+                }
+                let (Some(anchors), Some(intermediates), true) = (anchors, intermediates, crls_ok) else {
+                    continue;
+                };
+                let mut sources = vec![self.resolve(&at, &b.ca)];
+                sources.extend(b.intermediates.iter().map(|p| self.resolve(&at, p)));
+                match TrustAnchors::new(anchors, intermediates, &crls, limits, None) {
+                    Ok(anchors) => {
+                        ids.insert(name.clone(), bundles.len());
+                        bundles.push(TrustBundle {
+                            name: name.clone(),
+                            anchors,
+                            sources,
+                        });
+                    }
+                    Err(e) => self.error(&at, format!("cannot build trust store: {}", first_error(&e))),
+                }
+            }
+        }
+        (bundles, ids)
+    }
+
+    fn listeners(&mut self, files: &[RawFile]) -> Vec<Listener> {
+        let mut listeners: Vec<Listener> = Vec::new();
+        let mut any = false;
+        for (file, raw) in files.iter().enumerate() {
+            for (i, l) in raw.listeners.iter().enumerate() {
+                any = true;
+                let base = format!("listeners[{i}]");
+                let at = At { file, path: &base };
+                if listeners.iter().any(|x| x.name == l.name) {
+                    self.error(&at, format!("listener name {:?} is used twice", l.name));
+                }
+                let addr_path = format!("{base}.address");
+                let address = match l.address.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                            &At { file, path: &addr_path },
+                            format!(
+                                "{:?} is not an address (expected IP:PORT, e.g. 0.0.0.0:8443)",
+                                l.address
+                            ),
+                        );
+                        None
+                    }
+                };
+                if let Some(a) = address {
+                    if listeners.iter().any(|x| x.address == a) {
+                        self.error(
+                            &At { file, path: &addr_path },
+                            format!("address {a} is used by another listener"),
+                        );
+                    }
+                }
+                let certs_path = format!("{base}.tls.certificates");
+                if l.tls.certificates.is_empty() {
+                    self.error(
+                        &At {
+                            file,
+                            path: &certs_path,
+                        },
+                        "no server certificate (expected at least one)",
+                    );
+                }
+                let mut certificates = Vec::new();
+                for (j, c) in l.tls.certificates.iter().enumerate() {
+                    let cert_base = format!("{certs_path}[{j}]");
+                    if let Some(cert) = self.server_certificate(file, &cert_base, c) {
+                        certificates.push(Arc::new(cert));
+                    }
+                }
+                if let (Some(address), false) = (address, certificates.is_empty()) {
+                    listeners.push(Listener {
+                        name: l.name.clone(),
+                        address,
+                        certificates,
+                    });
+                }
+            }
+        }
+        if !any && !self.sources.is_empty() {
+            self.error(
+                &At { file: 0, path: "" },
+                "no listener in any policy file (expected a listeners: section)",
+            );
+        }
+        listeners
+    }
+
+    fn server_certificate(&mut self, file: usize, base: &str, raw: &RawServerCertificate) -> Option<ServerCertificate> {
+        let hosts_path = format!("{base}.hosts");
+        if raw.hosts.is_empty() {
+            self.error(
+                &At {
+                    file,
+                    path: &hosts_path,
+                },
+                "no host names (expected the names this certificate serves)",
+            );
+        }
+        let cert_path = format!("{base}.cert");
+        let key_path = format!("{base}.key");
+        let chain = self.certificates(&At { file, path: &cert_path }, &raw.cert);
+        let key = self.private_key(&At { file, path: &key_path }, &raw.key);
+        let (chain, key) = (chain?, key?);
+        let matches = chain[0].public_key().map(|p| p.public_eq(&key)).unwrap_or(false);
+        if !matches {
+            self.error(
+                &At { file, path: &key_path },
+                format!(
+                    "key {:?} does not match certificate {:?}",
+                    raw.key.display().to_string(),
+                    raw.cert.display().to_string()
+                ),
+            );
+            return None;
+        }
+        let source = self.resolve(&At { file, path: base }, &raw.cert);
+        Some(ServerCertificate {
+            hosts: raw.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            not_after: unix_time(chain[0].not_after()).unwrap_or(0),
+            chain,
+            key,
+            source,
+        })
+    }
+
+    fn routes(&mut self, files: &[RawFile], bundles: &HashMap<String, BundleId>) -> (Vec<Route>, RouteTable) {
+        let mut routes: Vec<Route> = Vec::new();
+        let mut table = RouteTable::default();
+        let mut names: HashMap<String, (usize, usize)> = HashMap::new();
+        for (file, raw) in files.iter().enumerate() {
+            for (i, r) in raw.routes.iter().enumerate() {
+                let base = format!("routes[{i}]");
+                let name_path = format!("{base}.name");
+                let at_name = At { file, path: &name_path };
+                if r.name.trim().is_empty() {
+                    self.error(&at_name, "route name is empty");
+                }
+                if let Some((f, j)) = names.get(&r.name) {
+                    let other = format!(
+                        "{}:{}",
+                        self.sources[*f].path.display(),
+                        self.sources[*f].positions.locate(&format!("routes[{j}]")).0
+                    );
+                    self.error(&at_name, format!("route name {:?} is already used at {other}", r.name));
+                    continue;
+                }
+                names.insert(r.name.clone(), (file, i));
+                if let Some(route) = self.route(file, &base, r, bundles) {
+                    let id = routes.len();
+                    if let Err(existing) = table.insert(&route.host, &route.path_prefix, id) {
+                        let match_path = format!("{base}.match");
+                        let other = routes[existing].name.clone();
+                        self.error(
+                            &At {
+                                file,
+                                path: &match_path,
+                            },
+                            format!(
+                                "route {other:?} already matches host {:?} and path prefix {:?}",
+                                route.host, route.path_prefix
+                            ),
+                        );
+                        continue;
+                    }
+                    routes.push(route);
+                }
+            }
+        }
+        (routes, table)
+    }
+
+    fn route(&mut self, file: usize, base: &str, r: &RawRoute, bundles: &HashMap<String, BundleId>) -> Option<Route> {
+        let before = self.problems.len();
+        let host_path = format!("{base}.match.host");
+        let host = r.matcher.host.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', ' ', '*']) || host.contains(':') && !host.starts_with('[') {
+            self.error(
+                &At { file, path: &host_path },
+                format!(
+                    "{:?} is not a host name (expected e.g. api.internal.example, no port, no wildcard)",
+                    r.matcher.host
+                ),
+            );
+        }
+        let prefix_path = format!("{base}.match.path_prefix");
+        let prefix = &r.matcher.path_prefix;
+        match crate::policy::normalize_path(prefix) {
+            Ok(normal) if normal == prefix.as_str() && !prefix.contains(['?', '#']) => {}
+            _ => self.error(
+                &At {
+                    file,
+                    path: &prefix_path,
+                },
+                format!("{prefix:?} is not a normalized absolute path (expected e.g. /payments)"),
+            ),
+        }
+
+        let upstream = self.upstream(file, &format!("{base}.upstream"), &r.upstream);
+
+        let mtls_path = format!("{base}.mtls");
+        let (mode, trust, allow) = match &r.mtls {
+            None => (Mode::Off, None, AllowList::default()),
+            Some(m) => {
+                let trust = match &m.trust {
+                    Some(name) => match bundles.get(name) {
+                        Some(id) => Some(*id),
+                        None => {
+                            let p = format!("{mtls_path}.trust");
+                            let known: Vec<&str> = bundles.keys().map(|s| s.as_str()).collect();
+                            self.error(
+                                &At { file, path: &p },
+                                format!("unknown trust bundle {name:?} (defined: {})", list_or_none(&known)),
+                            );
+                            None
+                        }
+                    },
+                    None => {
+                        if m.mode != Mode::Off {
+                            let p = format!("{mtls_path}.mode");
+                            self.error(
+                                &At { file, path: &p },
+                                format!("mode {} needs a trust bundle (expected mtls.trust)", m.mode),
+                            );
+                        }
+                        None
+                    }
+                };
+                let allow = self.allow_list(file, &format!("{mtls_path}.allow"), &m.allow);
+                (m.mode, trust, allow)
+            }
+        };
+        let upstream = upstream?;
+        (self.problems.len() == before).then(|| Route {
+            name: r.name.as_str().into(),
+            host,
+            path_prefix: prefix.clone(),
+            mode,
+            trust,
+            allow,
+            upstream,
+        })
+    }
+
+    fn allow_list(&mut self, file: usize, base: &str, raw: &[RawAllow]) -> AllowList {
+        let mut entries = Vec::new();
+        for (i, a) in raw.iter().enumerate() {
+            let path = format!("{base}[{i}]");
+            let at = At { file, path: &path };
+            let given: Vec<(&str, &String)> = [
+                ("uri", &a.uri),
+                ("uri_prefix", &a.uri_prefix),
+                ("dns", &a.dns),
+                ("ip", &a.ip),
+                ("email", &a.email),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            .collect();
+            let [(kind, value)] = given[..] else {
+                self.error(&at, "expected exactly one of uri, uri_prefix, dns, ip, email");
+                continue;
+            };
+            let entry = match kind {
+                "uri" | "uri_prefix" => {
+                    if !value.contains("://") || value.contains('*') {
+                        self.error(
+                            &at,
+                            format!(
+                                "{value:?} is not a URI (expected e.g. spiffe://<trust-domain>/<path>, no wildcards)"
+                            ),
+                        );
+                        continue;
+                    }
+                    if kind == "uri_prefix" {
+                        if !value.ends_with('/') {
+                            self.error(&at, format!("{value:?} must end with '/' so it cannot match a longer sibling (expected e.g. spiffe://corp.example/ns/prod/)"));
+                            continue;
+                        }
+                        AllowEntry::UriPrefix(value.clone())
+                    } else {
+                        AllowEntry::Uri(value.clone())
+                    }
+                }
+                "dns" => {
+                    if value.contains('*') {
+                        self.error(
+                            &at,
+                            format!("{value:?} is a wildcard; wildcards never match (expected an exact DNS name)"),
+                        );
+                        continue;
+                    }
+                    AllowEntry::Dns(value.to_ascii_lowercase())
+                }
+                "ip" => match value.parse() {
+                    Ok(ip) => AllowEntry::Ip(ip),
+                    Err(_) => {
+                        self.error(&at, format!("{value:?} is not an IP address"));
+                        continue;
+                    }
+                },
+                _ => AllowEntry::Email(value.clone()),
+            };
+            entries.push(entry);
+        }
+        AllowList(entries)
+    }
+
+    fn upstream(&mut self, file: usize, base: &str, raw: &RawUpstream) -> Option<Upstream> {
+        let addr_path = format!("{base}.address");
+        let address = match raw.address.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => Some(a),
+            _ => {
+                self.error(
+                    &At { file, path: &addr_path },
+                    format!("{:?} is not a reachable address (expected HOST:PORT)", raw.address),
+                );
+                None
+            }
+        };
+        let tls = match &raw.tls {
+            None => Some(None),
+            Some(t) => self.upstream_tls(file, &format!("{base}.tls"), t).map(Some),
+        };
+        Some(Upstream {
+            address: address?,
+            tls: tls?,
+        })
+    }
+
+    fn upstream_tls(&mut self, file: usize, base: &str, raw: &RawUpstreamTls) -> Option<UpstreamTls> {
+        let at = At { file, path: base };
+        let sni = match raw.sni.as_deref().map(str::trim) {
+            Some(s) if !s.is_empty() => Some(s.to_string()),
+            _ => {
+                let p = format!("{base}.sni");
+                self.error(&At { file, path: &p }, "upstream TLS needs sni: the backend certificate is verified against it, and without it verification would be off");
+                None
+            }
+        };
+        let ca = match &raw.ca {
+            Some(p) => {
+                let path = format!("{base}.ca");
+                self.ca_certificates(&At { file, path: &path }, p)
+            }
+            None => {
+                self.error(
+                    &at,
+                    "upstream TLS needs ca: the CA that issued the backend's certificate",
+                );
+                None
+            }
+        };
+        let mut sources: Vec<PathBuf> = raw.ca.iter().map(|p| self.resolve(&at, p)).collect();
+        let (client_cert, client_cert_not_after) = match (&raw.client_cert, &raw.client_key) {
+            (None, None) => (Some(None), None),
+            (Some(cert), Some(key)) => {
+                let cert_path = format!("{base}.client_cert");
+                let key_path = format!("{base}.client_key");
+                let chain = self.certificates(&At { file, path: &cert_path }, cert);
+                let pkey = self.private_key(&At { file, path: &key_path }, key);
+                sources.push(self.resolve(&at, cert));
+                match (chain, pkey) {
+                    (Some(chain), Some(pkey)) => {
+                        if !chain[0].public_key().map(|p| p.public_eq(&pkey)).unwrap_or(false) {
+                            self.error(
+                                &At { file, path: &key_path },
+                                format!(
+                                    "key {:?} does not match certificate {:?}",
+                                    key.display().to_string(),
+                                    cert.display().to_string()
+                                ),
+                            );
+                            (None, None)
+                        } else {
+                            let not_after = unix_time(chain[0].not_after());
+                            (
+                                Some(Some(Arc::new(pingora::utils::tls::CertKey::new(chain, pkey)))),
+                                not_after,
+                            )
+                        }
+                    }
+                    _ => (None, None),
+                }
+            }
+            _ => {
+                self.error(&at, "client_cert and client_key go together (expected both or neither)");
+                (None, None)
+            }
+        };
+        Some(UpstreamTls {
+            sni: sni?,
+            ca: Arc::new(ca?.into_boxed_slice()),
+            client_cert: client_cert?,
+            client_cert_not_after,
+            sources,
+        })
+    }
+}
+
+/// serde_yaml's message without its trailing location (reported separately).
+fn serde_message(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    // serde_yaml prefixes the path it knows; the diagnostic carries the full path already
+    match text.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+        _ => text,
+    }
+}
+
+fn first_error(e: &openssl::error::ErrorStack) -> String {
+    e.errors()
+        .first()
+        .and_then(|e| e.reason().map(str::to_string))
+        .unwrap_or_else(|| "unreadable".to_string())
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}

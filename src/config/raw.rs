@@ -1,0 +1,120 @@
+//! A serde mirror of one policy file. Unknown keys are errors; meaning is checked in
+//! `compile`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::policy::Mode;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub trust_bundles: BTreeMap<String, RawTrustBundle>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub address: String,
+    pub tls: RawListenerTls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Vec<RawServerCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerCertificate {
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustBundle {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub intermediates: Option<PathBuf>,
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    /// Longest accepted path, leaf to anchor, not counting the leaf.
+    #[serde(default)]
+    pub max_chain_depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub mtls: Option<RawMtls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: String,
+    #[serde(default = "root_prefix")]
+    pub path_prefix: String,
+}
+
+fn root_prefix() -> String {
+    "/".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub address: String,
+    #[serde(default)]
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMtls {
+    pub mode: Mode,
+    #[serde(default)]
+    pub trust: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<RawAllow>,
+}
+
+/// Exactly one of the fields; checked in `compile` so the message can say so.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    pub uri: Option<String>,
+    pub uri_prefix: Option<String>,
+    pub dns: Option<String>,
+    pub ip: Option<String>,
+    pub email: Option<String>,
+}

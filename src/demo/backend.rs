@@ -1,0 +1,101 @@
+//! A small HTTP backend that echoes what it received as JSON: the demo's upstream and the
+//! tests' witness of what the gateway forwards. Optionally TLS, optionally requiring a
+//! client certificate (the gateway's, for proxy → backend mTLS).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use tokio::net::TcpListener;
+
+/// TLS for the echo backend, from PEM files.
+#[derive(Clone, Debug)]
+pub struct BackendTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// When set, a client certificate issued by this CA is required.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+/// Serves until the returned handle is dropped or aborted.
+pub async fn serve_echo(
+    listener: TcpListener,
+    name: &str,
+    tls: Option<BackendTls>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let acceptor = match tls {
+        Some(tls) => Some(Arc::new(tls_acceptor(&tls).map_err(std::io::Error::other)?)),
+        None => None,
+    };
+    let name: Arc<str> = name.into();
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| echo(req, name.clone(), peer));
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
+                        let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, tcp) else {
+                            return;
+                        };
+                        if std::pin::Pin::new(&mut stream).accept().await.is_err() {
+                            return;
+                        }
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+fn tls_acceptor(tls: &BackendTls) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+    b.set_certificate_chain_file(&tls.cert)?;
+    b.set_private_key_file(&tls.key, SslFiletype::PEM)?;
+    if let Some(ca) = &tls.client_ca {
+        b.set_ca_file(ca)?;
+        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    Ok(b.build())
+}
+
+async fn echo(
+    req: Request<Incoming>,
+    name: Arc<str>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let body = serde_json::json!({
+        "backend": &*name,
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "query": req.uri().query(),
+        "peer": peer.to_string(),
+        "headers": headers,
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static response parts are valid"))
+}

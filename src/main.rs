@@ -1,0 +1,287 @@
+//! The `phasegate` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use phasegate::cli::verify::{self, VerifyReport};
+use phasegate::policy::AllowEntry;
+use phasegate::server::{Gateway, Settings};
+use phasegate::tls::RequiredEku;
+
+#[derive(Parser)]
+#[command(name = "phasegate", version, about = "Phase in mutual TLS one route at a time")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Eku {
+    #[value(name = "clientAuth")]
+    ClientAuth,
+    #[value(name = "serverAuth")]
+    ServerAuth,
+    Any,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the policies in DIR.
+    Run {
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Admin listener (API and page). Loopback unless you say otherwise.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Proxy worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seconds in-flight requests get to finish after SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        grace_period: u64,
+        /// Names this instance in audit logs (default: $HOSTNAME).
+        #[arg(long)]
+        instance_id: Option<String>,
+    },
+    /// Validate the policies in DIR without serving; exit 1 on any problem.
+    Check {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Verify a certificate offline, through the same code as live traffic.
+    /// Exit 0 accept, 1 reject, 2 usage or other error.
+    Verify(VerifyArgs),
+    /// Generate a dev PKI and run the gateway on the example policies with a demo backend.
+    Demo {
+        /// Where to write the PKI and policies (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Policy directory; verify as ROUTE would (in enforce mode).
+    #[arg(long, requires = "route", conflicts_with_all = ["trust_anchors"])]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    route: Option<String>,
+    /// Trust anchors (PEM) when verifying without a config.
+    #[arg(long, required_unless_present = "config")]
+    trust_anchors: Option<PathBuf>,
+    #[arg(long)]
+    intermediates: Option<PathBuf>,
+    /// CRL file (PEM or DER); repeat for each CA of the chain.
+    #[arg(long = "crl")]
+    crls: Vec<PathBuf>,
+    /// Verification time, RFC 3339 (default: now).
+    #[arg(long)]
+    at: Option<String>,
+    /// Allowed SAN (uri:V, dns:V, ip:V, email:V); repeatable; none = any identity.
+    #[arg(long = "allow-san")]
+    allow_san: Vec<String>,
+    #[arg(long, value_enum, default_value = "clientAuth")]
+    require_eku: Eku,
+    #[arg(long)]
+    max_depth: Option<u32>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: OutputFormat,
+    /// The certificate (PEM), optionally followed by its intermediates.
+    cert: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Run {
+            config,
+            admin,
+            threads,
+            grace_period,
+            instance_id,
+        } => {
+            let mut settings = Settings::new(config);
+            settings.admin_addr = admin;
+            if let Some(t) = threads {
+                settings.threads = t;
+            }
+            settings.grace_period_secs = grace_period;
+            if let Some(id) = instance_id {
+                settings.instance_id = id;
+            }
+            exit_on_error(run(settings))
+        }
+        Command::Check { dir, format } => check(&dir, format),
+        Command::Verify(args) => verify_command(args),
+        Command::Demo { dir } => exit_on_error(demo(dir)),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn exit_on_error(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phasegate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    let gateway = Gateway::build(&settings)?;
+    tracing::info!(listeners = ?gateway.listeners, admin = %gateway.admin_addr, "phasegate serving");
+    gateway.run_forever();
+    Ok(())
+}
+
+fn check(dir: &std::path::Path, format: OutputFormat) -> ExitCode {
+    match phasegate::config::load(dir) {
+        Ok(config) => {
+            if format == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "routes": config.routes.len(), "listeners": config.listeners.len(), "trust_bundles": config.bundles.len(), "content_hash": config.content_hash})
+                );
+            } else {
+                println!(
+                    "ok: {} routes, {} listeners, {} trust bundles (content hash {})",
+                    config.routes.len(),
+                    config.listeners.len(),
+                    config.bundles.len(),
+                    &config.content_hash[..12]
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            if format == OutputFormat::Json {
+                println!("{}", serde_json::json!({"ok": false, "problems": diagnostics}));
+            } else {
+                println!("{diagnostics}");
+                println!("{} problem(s)", diagnostics.0.len());
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn verify_command(args: VerifyArgs) -> ExitCode {
+    let report = (|| -> Result<VerifyReport, String> {
+        let cert = std::fs::read(&args.cert).map_err(|e| format!("cannot read {}: {e}", args.cert.display()))?;
+        if let (Some(dir), Some(route)) = (&args.config, &args.route) {
+            return verify::against_route(dir, route, &cert);
+        }
+        let at = match &args.at {
+            Some(text) => Some(
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| format!("--at {text:?} is not RFC 3339 (expected e.g. 2026-12-01T00:00:00Z): {e}"))?
+                    .unix_timestamp(),
+            ),
+            None => None,
+        };
+        let allow = args
+            .allow_san
+            .iter()
+            .map(|s| AllowEntry::parse_san(s).map_err(|e| format!("--allow-san: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let opts = verify::Standalone {
+            trust_anchors: args
+                .trust_anchors
+                .clone()
+                .ok_or("--trust-anchors is required without --config")?,
+            intermediates: args.intermediates.clone(),
+            crls: args.crls.clone(),
+            at,
+            allow,
+            require_eku: match args.require_eku {
+                Eku::ClientAuth => RequiredEku::ClientAuth,
+                Eku::ServerAuth => RequiredEku::ServerAuth,
+                Eku::Any => RequiredEku::Any,
+            },
+            max_depth: args.max_depth,
+        };
+        verify::standalone(&opts, &cert)
+    })();
+    match report {
+        Ok(report) => {
+            match args.format {
+                OutputFormat::Json => println!("{}", serde_json::to_string(&report).unwrap_or_default()),
+                OutputFormat::Text => println!("{}", report.text()),
+            }
+            if report.accepted() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("phasegate verify: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("phasegate-demo-{}", std::process::id())),
+    };
+    let layout = phasegate::demo::prepare(&dir).map_err(anyhow::Error::msg)?;
+    // The echo backend gets a small runtime of its own; the gateway runs pingora's.
+    let backend = std::net::TcpListener::bind(phasegate::demo::BACKEND_ADDR)
+        .with_context(|| format!("demo backend cannot listen on {}", phasegate::demo::BACKEND_ADDR))?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            backend.set_nonblocking(true).expect("nonblocking");
+            let listener = tokio::net::TcpListener::from_std(backend).expect("tokio listener");
+            let task = phasegate::demo::backend::serve_echo(listener, "demo-backend", None)
+                .await
+                .expect("backend");
+            let _ = task.await;
+        });
+    });
+    let settings = Settings::new(&layout.policies);
+    let gateway = Gateway::build(&settings)?;
+    println!(
+        "{}",
+        phasegate::demo::instructions(&layout, &gateway.admin_addr.to_string())
+    );
+    gateway.run_forever();
+    Ok(())
+}

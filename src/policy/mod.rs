@@ -1,0 +1,20 @@
+//! Policy as plain data and pure decisions: no I/O, no clocks, no locks.
+
+mod allow;
+mod decision;
+mod identity;
+mod mode;
+mod reason;
+mod routes;
+mod snapshot;
+
+pub use allow::{AllowEntry, AllowList};
+pub use decision::{decide, ClientEvidence, Verdict};
+pub use identity::{ExtendedKeyUsage, Identity, KeyUsage};
+pub use mode::{Mode, UnknownMode};
+pub use reason::Reason;
+pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
+pub use snapshot::{
+    BundleId, CompiledConfig, Listener, Override, OverrideKind, Overrides, Route, ServerCertificate, SharedSnapshot,
+    Snapshot, TrustBundle, Upstream, UpstreamTls,
+};

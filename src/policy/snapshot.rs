@@ -1,0 +1,200 @@
+//! The compiled configuration and the one immutable [`Snapshot`] every request reads.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use serde::Serialize;
+
+use super::{AllowList, Mode, RouteId, RouteTable};
+use crate::audit::RouteCounters;
+use crate::tls::TrustAnchors;
+
+/// Index of a trust bundle in its compiled config.
+pub type BundleId = usize;
+
+/// Everything the YAML says, with files loaded and checked. Produced by
+/// `config::compile`, never modified afterwards.
+pub struct CompiledConfig {
+    /// SHA-256 over the names and contents of the policy files.
+    pub content_hash: String,
+    pub files: Vec<PathBuf>,
+    pub listeners: Vec<Listener>,
+    pub bundles: Vec<TrustBundle>,
+    pub routes: Vec<Route>,
+    pub by_name: HashMap<Arc<str>, RouteId>,
+    pub table: RouteTable,
+}
+
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Non-empty; the first is served when SNI names no configured host.
+    pub certificates: Vec<Arc<ServerCertificate>>,
+}
+
+/// A certificate the gateway presents: leaf first, then its chain.
+pub struct ServerCertificate {
+    pub hosts: Vec<String>,
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+    pub source: PathBuf,
+    pub not_after: i64,
+}
+
+pub struct TrustBundle {
+    pub name: String,
+    pub anchors: TrustAnchors,
+    /// The files it was built from, for the admin page's certificate view.
+    pub sources: Vec<PathBuf>,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub host: String,
+    pub path_prefix: String,
+    /// The mode the YAML gives; a runtime override may replace it.
+    pub mode: Mode,
+    pub trust: Option<BundleId>,
+    pub allow: AllowList,
+    pub upstream: Upstream,
+}
+
+pub struct Upstream {
+    pub address: SocketAddr,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Proxy → backend TLS. Verification of the backend is always on: `sni` is required and
+/// the backend certificate must chain to `ca` and match `sni`.
+pub struct UpstreamTls {
+    pub sni: String,
+    pub ca: Arc<Box<[X509]>>,
+    pub client_cert: Option<Arc<pingora::utils::tls::CertKey>>,
+    pub client_cert_not_after: Option<i64>,
+    pub sources: Vec<PathBuf>,
+}
+
+impl CompiledConfig {
+    pub fn route_by_name(&self, name: &str) -> Option<(RouteId, &Route)> {
+        let id = *self.by_name.get(name)?;
+        Some((id, &self.routes[id]))
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+/// Why a route runs another mode than its YAML says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideKind {
+    /// An operator rolled the route back to its previous mode.
+    Rollback,
+    /// An operator set the mode directly.
+    SetMode,
+    /// The gateway rolled the route back on its own (reject ratio above the limit).
+    AutoRollback,
+}
+
+/// A runtime mode for one route that outlives reloads until an operator clears it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Override {
+    pub mode: Mode,
+    pub kind: OverrideKind,
+    /// The YAML mode when the override was set, to flag a YAML change under it.
+    pub yaml_mode_when_set: Mode,
+    /// Unix seconds.
+    pub since: i64,
+    pub reason: Option<String>,
+}
+
+/// Runtime overrides by route name (names survive reloads; indices do not).
+pub type Overrides = BTreeMap<String, Override>;
+
+/// The unit of atomic change: one compiled config plus the overrides in force. A reload
+/// or a rollback builds a new one and swaps it in whole, so a request never sees new
+/// trust with old routes or a half-applied change.
+pub struct Snapshot {
+    /// Increases with every applied config; overrides do not change it.
+    pub generation: u64,
+    /// Unix seconds at which this generation's config was applied.
+    pub loaded_at: i64,
+    pub config: Arc<CompiledConfig>,
+    pub overrides: Arc<Overrides>,
+    effective: Box<[Mode]>,
+    /// Per route, the counters that outlive this snapshot (keyed by route name).
+    counters: Box<[Arc<RouteCounters>]>,
+    cert_hosts: HashSet<Box<str>>,
+    any_route_wants_cert: bool,
+}
+
+impl Snapshot {
+    pub fn new(
+        generation: u64,
+        loaded_at: i64,
+        config: Arc<CompiledConfig>,
+        overrides: Arc<Overrides>,
+        counters: Box<[Arc<RouteCounters>]>,
+    ) -> Self {
+        debug_assert_eq!(counters.len(), config.routes.len(), "one counter set per route");
+        let effective: Box<[Mode]> = config
+            .routes
+            .iter()
+            .map(|r| overrides.get(&*r.name).map_or(r.mode, |o| o.mode))
+            .collect();
+        let mut cert_hosts = HashSet::new();
+        for (route, mode) in config.routes.iter().zip(effective.iter()) {
+            if mode.wants_client_cert() {
+                cert_hosts.insert(route.host.as_str().into());
+            }
+        }
+        let any_route_wants_cert = !cert_hosts.is_empty();
+        Snapshot {
+            generation,
+            loaded_at,
+            config,
+            overrides,
+            effective,
+            counters,
+            cert_hosts,
+            any_route_wants_cert,
+        }
+    }
+
+    /// The same config under other overrides (a rollback: no recompilation).
+    pub fn with_overrides(&self, overrides: Arc<Overrides>) -> Self {
+        Snapshot::new(
+            self.generation,
+            self.loaded_at,
+            self.config.clone(),
+            overrides,
+            self.counters.clone(),
+        )
+    }
+
+    pub fn counters(&self, route: RouteId) -> &RouteCounters {
+        &self.counters[route]
+    }
+
+    pub fn effective_mode(&self, route: RouteId) -> Mode {
+        self.effective[route]
+    }
+
+    /// Whether a handshake for this SNI should ask for a client certificate: yes when any
+    /// route on the host evaluates certificates. Without SNI the request may go to any
+    /// host, so the question is whether any route at all does.
+    pub fn wants_client_cert(&self, sni: Option<&str>) -> bool {
+        match sni {
+            Some(host) => self.cert_hosts.contains(host),
+            None => self.any_route_wants_cert,
+        }
+    }
+}
+
+/// Where the current snapshot lives. Many readers; the control plane is its only writer.
+pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;

@@ -1,0 +1,75 @@
+//! Identity headers: what the backend may believe about the client comes only from the
+//! gateway, never from the client.
+
+use pingora_http::RequestHeader;
+
+/// Header names (after lowercasing and `_` → `-`) that carry client identity or the
+/// gateway's verdict. Client-supplied copies are removed in every spelling, because some
+/// backends (CGI, nginx with underscores_in_headers) treat `_` and `-` alike.
+const IDENTITY_HEADERS: [&str; 2] = ["x-forwarded-client-cert", "x-mtls-verdict"];
+const IDENTITY_PREFIXES: [&str; 3] = ["x-mtls-", "x-client-cert", "x-ssl-client"];
+
+pub const XFCC: &str = "x-forwarded-client-cert";
+pub const VERDICT: &str = "x-mtls-verdict";
+
+fn is_identity_header(name: &str) -> bool {
+    let mut buf = [0u8; 64];
+    if name.len() > buf.len() || !(name.starts_with("x-") || name.starts_with("x_")) {
+        return false;
+    }
+    let normal = &mut buf[..name.len()];
+    for (dst, src) in normal.iter_mut().zip(name.bytes()) {
+        *dst = if src == b'_' { b'-' } else { src.to_ascii_lowercase() };
+    }
+    let normal = std::str::from_utf8(normal).unwrap_or("");
+    IDENTITY_HEADERS.contains(&normal) || IDENTITY_PREFIXES.iter().any(|p| normal.starts_with(p))
+}
+
+/// Removes every client-supplied identity header. Allocates only when there is one.
+pub fn strip_identity_headers(req: &mut RequestHeader) {
+    let found: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| is_identity_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in found {
+        req.remove_header(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_recognized_in_every_spelling() {
+        for name in [
+            "x-forwarded-client-cert",
+            "x_forwarded_client_cert",
+            "x-forwarded_client-cert",
+            "x-mtls-verdict",
+            "x-mtls-anything",
+            "x-ssl-client-s-dn",
+            "x-client-cert",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in ["x-request-id", "forwarded", "x-forwarded-for", "content-type"] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn stripping_removes_all_copies() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-Client-Cert", "Hash=evil").unwrap();
+        req.append_header("x-forwarded-client-cert", "Hash=evil2").unwrap();
+        req.append_header("x_forwarded_client_cert", "Hash=evil3").unwrap();
+        req.append_header("X-MTLS-Verdict", "pass").unwrap();
+        req.append_header("x-keep", "1").unwrap();
+        strip_identity_headers(&mut req);
+        assert_eq!(req.headers.len(), 1);
+        assert!(req.headers.get("x-keep").is_some());
+    }
+}

@@ -1,0 +1,292 @@
+//! The Pingora proxy: glue between the handshake's evidence, the policy decision, the
+//! audit record and the upstream. No business rules live here.
+
+mod headers;
+mod respond;
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_http::RequestHeader;
+
+use crate::audit::{Recorder, RejectionEvent};
+use crate::policy::{
+    decide, normalize_host, normalize_path, ClientEvidence, Mode, RouteId, SharedSnapshot, Snapshot, Verdict,
+};
+use crate::tls::ConnectionTls;
+pub use headers::strip_identity_headers;
+use respond::{respond, Refusal};
+
+/// The proxy service. One per process; every listener shares it.
+pub struct MtlsProxy {
+    snapshot: SharedSnapshot,
+    recorder: Recorder,
+    instance: Arc<str>,
+    next_request: AtomicU64,
+    clock: fn() -> i64,
+}
+
+/// Per-request state. The snapshot is loaded once, so the whole request — match, decision,
+/// upstream — is decided by one configuration even if a reload lands meanwhile.
+pub struct RequestCtx {
+    request_id: u64,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<RouteId>,
+    mode: Mode,
+    verdict: Option<Verdict>,
+    detail: Option<Arc<str>>,
+    /// The path after normalization, when it differs from what the client sent.
+    rewritten_path: Option<String>,
+    xfcc: Option<http::HeaderValue>,
+    peer: Option<Arc<crate::tls::PeerCertificate>>,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl MtlsProxy {
+    pub fn new(snapshot: SharedSnapshot, recorder: Recorder, instance: &str) -> Self {
+        MtlsProxy {
+            snapshot,
+            recorder,
+            instance: instance.into(),
+            next_request: AtomicU64::new(1),
+            clock: unix_now,
+        }
+    }
+
+    fn request_id(&self, ctx: &RequestCtx) -> String {
+        format!("{}-{:x}", self.instance, ctx.request_id)
+    }
+}
+
+/// The host the request names. HTTP/2 carries it in `:authority`, HTTP/1.1 in `Host`;
+/// an absolute-form URI must agree with `Host`, and two `Host` headers are refused.
+fn request_host(req: &RequestHeader) -> Result<Cow<'_, str>, Refusal> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::BadRequest("two Host headers"));
+    }
+    let header = match header {
+        Some(v) => Some(v.to_str().map_err(|_| Refusal::BadRequest("Host is not text"))?),
+        None => None,
+    };
+    let authority = req.uri.authority().map(|a| a.as_str());
+    let host = match (header, authority) {
+        (Some(h), Some(a)) if normalize_host(h) != normalize_host(a) => {
+            return Err(Refusal::BadRequest("Host differs from the request target"))
+        }
+        (Some(h), _) => h,
+        (None, Some(a)) => a,
+        (None, None) => return Err(Refusal::BadRequest("no Host")),
+    };
+    Ok(normalize_host(host))
+}
+
+#[async_trait]
+impl ProxyHttp for MtlsProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
+            snapshot: None,
+            route: None,
+            mode: Mode::Off,
+            verdict: None,
+            detail: None,
+            rewritten_path: None,
+            xfcc: None,
+            peer: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.snapshot.load_full();
+        let conn: Option<&ConnectionTls> = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|ssl| ssl.extension.get::<ConnectionTls>());
+
+        let routed = (|| {
+            let req = session.req_header();
+            let host = request_host(req)?;
+            // A connection's certificate request and server certificate were chosen for
+            // its SNI; a request for another host must open its own connection.
+            if let Some(sni) = conn.and_then(|c| c.sni.as_deref()) {
+                if sni != host {
+                    return Err(Refusal::Misdirected);
+                }
+            }
+            let path = normalize_path(req.uri.path()).map_err(|_| Refusal::BadPath)?;
+            let route = snapshot.config.table.lookup(&host, &path).ok_or(Refusal::NoRoute)?;
+            let rewritten = match path {
+                Cow::Owned(p) => Some(p),
+                Cow::Borrowed(_) => None,
+            };
+            Ok((route, rewritten))
+        })();
+        let (route_id, rewritten) = match routed {
+            Ok(r) => r,
+            Err(refusal) => {
+                let id = self.request_id(ctx);
+                respond(session, refusal, None, &id).await?;
+                return Ok(true);
+            }
+        };
+
+        let route = &snapshot.config.routes[route_id];
+        let mode = snapshot.effective_mode(route_id);
+        let now = (self.clock)();
+        let mut detail = None;
+        let mut identity_verified = false;
+        let verdict = decide(mode, &route.allow, || match (conn, route.trust) {
+            (Some(conn), Some(bundle)) => {
+                let e = conn.evidence(&snapshot, bundle, now);
+                detail = e.detail;
+                identity_verified = matches!(e.evidence, ClientEvidence::ChainVerified(_));
+                e.evidence
+            }
+            // A route that evaluates certificates always has a bundle (validated); fail closed.
+            (Some(conn), None) if conn.peer.is_some() => {
+                ClientEvidence::ChainFailed(crate::policy::Reason::UntrustedIssuer)
+            }
+            _ => ClientEvidence::NoCertificate,
+        });
+        snapshot
+            .counters(route_id)
+            .count(verdict.is_clean_pass(), !verdict.lets_request_through());
+
+        let peer = conn.and_then(|c| c.peer.clone());
+        if identity_verified && verdict.lets_request_through() {
+            // Only a chain that verified against the route's bundle names the client.
+            ctx.xfcc = peer.as_ref().and_then(|p| p.xfcc.clone());
+        }
+        if !verdict.is_clean_pass() {
+            self.recorder.record(RejectionEvent {
+                route: route.name.clone(),
+                mode,
+                verdict,
+                detail: detail.clone(),
+                peer: peer.clone(),
+                source: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                at: now,
+            });
+        }
+        ctx.route = Some(route_id);
+        ctx.mode = mode;
+        ctx.verdict = Some(verdict);
+        ctx.detail = detail;
+        ctx.rewritten_path = rewritten;
+        ctx.peer = peer;
+        ctx.snapshot = Some(snapshot.clone());
+
+        if let Verdict::Reject(reason) = verdict {
+            let id = self.request_id(ctx);
+            respond(session, Refusal::Forbidden(reason), Some(&route.name), &id).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(snapshot), Some(route)) = (&ctx.snapshot, ctx.route) else {
+            return Error::e_explain(InternalError, "no route decided before upstream selection");
+        };
+        let upstream = &snapshot.config.routes[route].upstream;
+        let mut peer = match &upstream.tls {
+            None => HttpPeer::new(upstream.address, false, String::new()),
+            Some(tls) => {
+                let mut peer = HttpPeer::new(upstream.address, true, tls.sni.clone());
+                peer.options.ca = Some(tls.ca.clone());
+                peer.options.verify_cert = true;
+                peer.options.verify_hostname = true;
+                peer.client_cert_key = tls.client_cert.clone();
+                peer
+            }
+        };
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+        peer.options.read_timeout = Some(Duration::from_secs(60));
+        peer.options.write_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        strip_identity_headers(upstream_request);
+        if let Some(xfcc) = ctx.xfcc.take() {
+            upstream_request.insert_header(headers::XFCC, xfcc)?;
+        }
+        let verdict = ctx.verdict.map_or("unauthenticated", Verdict::header_value);
+        upstream_request.insert_header(headers::VERDICT, verdict)?;
+        if let Some(path) = ctx.rewritten_path.take() {
+            let uri = match upstream_request.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let uri = http::Uri::try_from(uri).or_err(InternalError, "normalized path is not a URI")?;
+            upstream_request.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let refusal = match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => Refusal::UpstreamTimeout,
+            HTTPStatus(code) if *code < 500 => Refusal::ClientError(*code),
+            _ if matches!(e.esource(), ErrorSource::Downstream) => Refusal::ClientError(400),
+            _ => Refusal::UpstreamFailed,
+        };
+        let code = refusal.status();
+        let route = ctx
+            .snapshot
+            .as_ref()
+            .zip(ctx.route)
+            .map(|(s, r)| s.config.routes[r].name.clone());
+        let id = self.request_id(ctx);
+        if !matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+            || !matches!(e.esource(), ErrorSource::Downstream)
+        {
+            let _ = respond(session, refusal, route.as_deref(), &id).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let (Some(snapshot), Some(route), Some(verdict)) = (&ctx.snapshot, ctx.route, ctx.verdict) else {
+            return;
+        };
+        let route = &snapshot.config.routes[route];
+        let client = match ctx.peer.as_deref().map(|p| &p.identity) {
+            Some(Ok(id)) => id.display_name(),
+            Some(Err(_)) => "malformed-certificate".to_string(),
+            None => "none".to_string(),
+        };
+        let source = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        let reason = verdict.reason().map_or("", |r| r.as_str());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if verdict.is_clean_pass() {
+            tracing::debug!(target: "audit", instance = %self.instance, request.id = %self.request_id(ctx), route.name = %route.name, route.mode = %ctx.mode, client.id = %client, client.addr = %source, decision = verdict.label(), status);
+        } else {
+            tracing::info!(target: "audit", instance = %self.instance, request.id = %self.request_id(ctx), route.name = %route.name, route.mode = %ctx.mode, client.id = %client, client.addr = %source, decision = verdict.label(), reason, detail = ctx.detail.as_deref().unwrap_or(""), status);
+        }
+    }
+}

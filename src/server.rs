@@ -1,0 +1,258 @@
+//! Assembling the process: pingora server, TLS listeners, the proxy, and the control plane
+//! (aggregator and admin listener) as a background service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use tokio::sync::watch;
+
+use crate::audit::{Aggregator, Recorder};
+use crate::config::{self, Diagnostics};
+use crate::policy::{Overrides, SharedSnapshot, Snapshot};
+use crate::proxy::{unix_now, MtlsProxy};
+use crate::tls::HandshakeCallbacks;
+
+/// How to run a gateway process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config_dir: PathBuf,
+    pub admin_addr: SocketAddr,
+    /// Worker threads of the proxy.
+    pub threads: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub grace_period_secs: u64,
+    /// Names this process in audit logs and request ids.
+    pub instance_id: String,
+}
+
+impl Settings {
+    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            config_dir: config_dir.into(),
+            admin_addr: "127.0.0.1:9901".parse().expect("valid literal"),
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            grace_period_secs: 10,
+            instance_id: default_instance_id(),
+        }
+    }
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid{}", std::process::id()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy files do not compile; nothing was started.
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] Diagnostics),
+    /// A listener could not be bound (address in use, permission).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS for listener {listener}: {message}")]
+    Tls { listener: String, message: String },
+}
+
+/// A gateway that has been built and is ready to run.
+pub struct Gateway {
+    server: Server,
+    pub snapshot: SharedSnapshot,
+    pub recorder: Recorder,
+    pub listeners: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+}
+
+impl Gateway {
+    pub fn build(settings: &Settings) -> Result<Gateway, StartError> {
+        let config = Arc::new(config::load(&settings.config_dir)?);
+        let (recorder, aggregator) = Recorder::new();
+        let counters = config.routes.iter().map(|r| recorder.counters(&r.name)).collect();
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            1,
+            unix_now(),
+            config.clone(),
+            Arc::new(Overrides::new()),
+            counters,
+        )));
+
+        let admin = std::net::TcpListener::bind(settings.admin_addr).map_err(|source| StartError::Bind {
+            address: settings.admin_addr,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().unwrap_or(settings.admin_addr);
+
+        let conf = ServerConf {
+            threads: settings.threads.max(1),
+            grace_period_seconds: Some(settings.grace_period_secs),
+            graceful_shutdown_timeout_seconds: Some(settings.grace_period_secs.max(1)),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        let proxy = MtlsProxy::new(snapshot.clone(), recorder.clone(), &settings.instance_id);
+        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "phasegate proxy");
+        let mut listeners = Vec::new();
+        for listener in &config.listeners {
+            let tls =
+                HandshakeCallbacks::tls_settings(snapshot.clone(), &listener.name).map_err(|e| StartError::Tls {
+                    listener: listener.name.clone(),
+                    message: e.to_string(),
+                })?;
+            service.add_tls_with_settings(&listener.address.to_string(), None, tls);
+            listeners.push(listener.address);
+        }
+        server.add_service(service);
+
+        let control = ControlPlaneService {
+            admin: Mutex::new(Some(admin)),
+            aggregator: Mutex::new(Some(aggregator)),
+            admin_state: crate::admin::AdminState {
+                snapshot: snapshot.clone(),
+                recorder: recorder.clone(),
+            },
+        };
+        server.add_service(background_service("control plane", control));
+        Ok(Gateway {
+            server,
+            snapshot,
+            recorder,
+            listeners,
+            admin_addr,
+        })
+    }
+
+    /// Runs until SIGTERM (graceful: in-flight requests finish), SIGINT or SIGQUIT.
+    pub fn run_forever(self) {
+        self.server.run(RunArgs::default());
+    }
+
+    /// Runs on a thread of its own until [`RunningGateway::stop`].
+    pub fn spawn(self) -> RunningGateway {
+        let (tx, rx) = watch::channel(None);
+        let server = self.server;
+        let thread = std::thread::spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(StopSignal(rx)),
+            })
+        });
+        RunningGateway {
+            stop: tx,
+            thread: Some(thread),
+            snapshot: self.snapshot,
+            recorder: self.recorder,
+            listeners: self.listeners,
+            admin_addr: self.admin_addr,
+        }
+    }
+}
+
+/// A gateway running on its own thread (tests, the demo).
+pub struct RunningGateway {
+    stop: watch::Sender<Option<Stop>>,
+    thread: Option<JoinHandle<()>>,
+    pub snapshot: SharedSnapshot,
+    pub recorder: Recorder,
+    pub listeners: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+}
+
+impl RunningGateway {
+    /// Stops at once, without a grace period, and waits for the server thread.
+    pub fn stop(mut self) {
+        self.shutdown(Stop::Fast);
+    }
+
+    /// Stops like SIGTERM: in-flight requests get the grace period to finish.
+    pub fn stop_gracefully(mut self) {
+        self.shutdown(Stop::Graceful);
+    }
+
+    fn shutdown(&mut self, signal: Stop) {
+        let _ = self.stop.send(Some(signal));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.shutdown(Stop::Fast);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    Graceful,
+    Fast,
+}
+
+struct StopSignal(watch::Receiver<Option<Stop>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        loop {
+            let requested = *rx.borrow_and_update();
+            match requested {
+                Some(Stop::Graceful) => return ShutdownSignal::GracefulTerminate,
+                Some(Stop::Fast) => return ShutdownSignal::FastShutdown,
+                None => {}
+            }
+            if rx.changed().await.is_err() {
+                return ShutdownSignal::FastShutdown;
+            }
+        }
+    }
+}
+
+/// The aggregator and the admin listener, on the control plane's own runtime so that
+/// admin traffic never competes with the proxy's workers.
+struct ControlPlaneService {
+    admin: Mutex<Option<std::net::TcpListener>>,
+    aggregator: Mutex<Option<Aggregator>>,
+    admin_state: crate::admin::AdminState,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlaneService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Some(aggregator) = self.aggregator.lock().ok().and_then(|mut a| a.take()) {
+            tokio::spawn(aggregator.run());
+        }
+        let Some(admin) = self.admin.lock().ok().and_then(|mut a| a.take()) else {
+            return;
+        };
+        let listener = match admin
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(admin))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        let app = crate::admin::router(self.admin_state.clone());
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }
+}

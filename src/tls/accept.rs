@@ -1,0 +1,124 @@
+//! The listener side of the handshake: server certificate by SNI, an optional request for
+//! a client certificate, and the capture of what the client presented.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use openssl::ssl::{NameType, SslOptions, SslSessionCacheMode, SslVerifyMode};
+use openssl::stack::Stack;
+use openssl::x509::X509Name;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::tls::ext;
+
+use super::connection::ConnectionTls;
+use super::peer::PeerCertificate;
+use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
+
+/// Handshake callbacks of one listener. They read the live snapshot, so server
+/// certificates and certificate requests follow reloads and rollbacks.
+pub struct HandshakeCallbacks {
+    snapshot: SharedSnapshot,
+    listener: String,
+}
+
+impl HandshakeCallbacks {
+    /// TLS settings for a listener: TLS 1.2+, HTTP/2 and HTTP/1.1, no renegotiation, and
+    /// no session resumption. A resumed session would carry only the leaf (no chain) and
+    /// the trust context of another connection; every connection verifies afresh instead.
+    pub fn tls_settings(snapshot: SharedSnapshot, listener: &str) -> pingora::Result<TlsSettings> {
+        let callbacks = HandshakeCallbacks {
+            snapshot,
+            listener: listener.to_string(),
+        };
+        let mut settings = TlsSettings::with_callbacks(Box::new(callbacks))?;
+        settings.enable_h2();
+        settings.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+        settings.set_session_cache_mode(SslSessionCacheMode::OFF);
+        settings
+            .set_num_tickets(0)
+            .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "tls settings", e))?;
+        super::ffi::defer_client_chain_verification(&mut settings);
+        Ok(settings)
+    }
+}
+
+#[async_trait]
+impl TlsAccept for HandshakeCallbacks {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let snapshot = self.snapshot.load();
+        let sni = ssl
+            .servername(NameType::HOST_NAME)
+            .map(|s| normalize_host(s).into_owned());
+        let Some(listener) = snapshot.config.listener(&self.listener) else {
+            return; // no certificate: the handshake fails, which is right for a listener gone
+        };
+        let cert = sni
+            .as_deref()
+            .and_then(|host| certificate_for(listener, host))
+            .unwrap_or(&listener.certificates[0]);
+        let installed = ext::ssl_use_certificate(ssl, &cert.chain[0])
+            .and_then(|_| cert.chain[1..].iter().try_for_each(|c| ext::ssl_add_chain_cert(ssl, c)))
+            .and_then(|_| ext::ssl_use_private_key(ssl, &cert.key));
+        if let Err(e) = installed {
+            tracing::error!(listener = %self.listener, error = %e, "cannot install server certificate");
+            return;
+        }
+        if snapshot.wants_client_cert(sni.as_deref()) {
+            // Optional: the handshake never fails for want of a certificate; the route decides.
+            ssl.set_verify(SslVerifyMode::PEER);
+            if let Some(names) = acceptable_ca_names(&snapshot, sni.as_deref()) {
+                ssl.set_client_ca_list(names);
+            }
+        }
+    }
+
+    async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let sni = ssl
+            .servername(NameType::HOST_NAME)
+            .map(|s| normalize_host(s).into_owned().into_boxed_str());
+        let requested = ssl.verify_mode().contains(SslVerifyMode::PEER);
+        let peer = PeerCertificate::from_handshake(ssl);
+        Some(Arc::new(ConnectionTls::new(sni, requested, peer)))
+    }
+}
+
+fn certificate_for<'a>(
+    listener: &'a crate::policy::Listener,
+    host: &str,
+) -> Option<&'a Arc<crate::policy::ServerCertificate>> {
+    let wildcard = host.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+    listener
+        .certificates
+        .iter()
+        .find(|c| c.hosts.iter().any(|h| h == host))
+        .or_else(|| {
+            let wildcard = wildcard.as_deref()?;
+            listener
+                .certificates
+                .iter()
+                .find(|c| c.hosts.iter().any(|h| h == wildcard))
+        })
+}
+
+/// The subjects of the anchors the host's routes trust, so browsers and other clients that
+/// hold several certificates offer the right one (stage 3: user and device certificates).
+fn acceptable_ca_names(snapshot: &Snapshot, sni: Option<&str>) -> Option<Stack<X509Name>> {
+    let config = &snapshot.config;
+    let routes: Vec<usize> = match sni {
+        Some(host) => config.table.routes_of_host(host).collect(),
+        None => (0..config.routes.len()).collect(),
+    };
+    let mut bundles: Vec<usize> = routes.iter().filter_map(|&r| config.routes[r].trust).collect();
+    bundles.sort_unstable();
+    bundles.dedup();
+    let mut names = Stack::new().ok()?;
+    for b in bundles {
+        for anchor in config.bundles[b].anchors.anchors() {
+            names.push(anchor.subject_name().to_owned().ok()?).ok()?;
+        }
+    }
+    Some(names)
+}

@@ -1,0 +1,48 @@
+//! TLS mechanics: the handshake, identity parsed once per connection, and chain
+//! verification per trust bundle. Decisions are left to `policy`.
+
+mod accept;
+mod connection;
+mod ffi;
+mod identity;
+mod peer;
+mod verify;
+mod xfcc;
+
+pub use accept::HandshakeCallbacks;
+pub use connection::{ConnectionTls, Evidence};
+pub use identity::{hex, parse_identity};
+pub use peer::PeerCertificate;
+pub use verify::{unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors};
+pub use xfcc::xfcc_value;
+
+use openssl::x509::X509Ref;
+
+/// A short description of a certificate for messages: its subject and first SAN.
+pub fn describe(cert: &X509Ref) -> String {
+    let subject: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .filter_map(|e| {
+            let key = e.object().nid().short_name().ok()?;
+            let value = e.data().to_string().ok()?;
+            Some(format!("{key}={value}"))
+        })
+        .collect();
+    let subject = if subject.is_empty() {
+        "no subject".to_string()
+    } else {
+        subject.join(",")
+    };
+    let san = cert.subject_alt_names().and_then(|names| {
+        names.iter().find_map(|n| {
+            n.uri()
+                .map(|u| format!("uri:{u}"))
+                .or_else(|| n.dnsname().map(|d| format!("dns:{d}")))
+        })
+    });
+    match san {
+        Some(san) => format!("{subject} {san}"),
+        None => subject,
+    }
+}

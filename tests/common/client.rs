@@ -1,0 +1,186 @@
+//! A real HTTPS client (OpenSSL + hyper) with the knobs the tests need: client
+//! certificate, SNI, ALPN, session resumption, and raw headers.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use openssl::pkey::PKey;
+use openssl::ssl::{SslConnector, SslMethod, SslSession, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use tokio::net::TcpStream;
+
+use super::pki::ClientCert;
+
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    pub cert: Option<ClientCert>,
+    /// SNI to send; `None` sends none.
+    pub sni: Option<String>,
+    pub h2: bool,
+    /// CA that must have issued the gateway's certificate.
+    pub ca_pem: String,
+    /// A session to offer for resumption.
+    pub session: Option<SslSession>,
+    pub tls12: bool,
+}
+
+impl ClientOptions {
+    pub fn new(ca_pem: &str, sni: &str) -> Self {
+        ClientOptions {
+            ca_pem: ca_pem.to_string(),
+            sni: Some(sni.to_string()),
+            ..Default::default()
+        }
+    }
+
+    pub fn cert(mut self, cert: Option<ClientCert>) -> Self {
+        self.cert = cert;
+        self
+    }
+
+    pub fn h2(mut self) -> Self {
+        self.h2 = true;
+        self
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+/// One TLS connection to the gateway; requests go over it (keep-alive or HTTP/2).
+pub struct Client {
+    sender: Sender,
+    pub session: Option<SslSession>,
+    pub session_reused: bool,
+    pub alpn: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header the echo backend received, if it echoed this request.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        let v = self.json();
+        let values = v["headers"][name].as_array()?;
+        assert_eq!(values.len(), 1, "{name} forwarded {} times", values.len());
+        values[0].as_str().map(str::to_string)
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Client, String> {
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+        let ca = X509::from_pem(opts.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+        b.cert_store_mut().add_cert(ca).map_err(|e| e.to_string())?;
+        b.set_verify(SslVerifyMode::PEER);
+        if opts.tls12 {
+            b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+        }
+        b.set_alpn_protos(if opts.h2 { b"\x02h2" } else { b"\x08http/1.1" })
+            .unwrap();
+        if let Some(cert) = &opts.cert {
+            let mut certs = X509::stack_from_pem(cert.chain_pem.as_bytes()).unwrap().into_iter();
+            b.set_certificate(&certs.next().unwrap()).unwrap();
+            for c in certs {
+                b.add_extra_chain_cert(c).unwrap();
+            }
+            b.set_private_key(&PKey::private_key_from_pem(cert.key_pem.as_bytes()).unwrap())
+                .unwrap();
+        }
+        let connector = b.build();
+        let mut config = connector.configure().map_err(|e| e.to_string())?;
+        config.set_use_server_name_indication(opts.sni.is_some());
+        config.set_verify_hostname(opts.sni.is_some());
+        let mut ssl = config
+            .into_ssl(opts.sni.as_deref().unwrap_or("unused"))
+            .map_err(|e| e.to_string())?;
+        if let Some(session) = &opts.session {
+            // SAFETY: the session comes from a connection made with an equivalent context.
+            unsafe { ssl.set_session(session).map_err(|e| e.to_string())? };
+        }
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let session = stream.ssl().session().map(|s| s.to_owned());
+        let session_reused = stream.ssl().session_reused();
+        let alpn = stream.ssl().selected_alpn_protocol().map(|p| p.to_vec());
+        let io = TokioIo::new(stream);
+        let sender = if opts.h2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        };
+        Ok(Client {
+            sender,
+            session,
+            session_reused,
+            alpn,
+        })
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Reply {
+        self.request(host, path, &[]).await.unwrap()
+    }
+
+    /// Sends a GET with extra headers (repeated names are sent repeatedly).
+    pub async fn request(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+        let mut b = hyper::Request::builder().method("GET");
+        b = match &self.sender {
+            Sender::H1(_) => b.uri(path).header("host", host),
+            Sender::H2(_) => b.uri(format!("https://{host}{path}")),
+        };
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
+        let resp = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await.map_err(|e| e.to_string())?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await.map_err(|e| e.to_string())?;
+                s.send_request(req).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn get_once(addr: SocketAddr, opts: &ClientOptions, host: &str, path: &str) -> Reply {
+    let mut c = Client::connect(addr, opts).await.unwrap();
+    c.get(host, path).await
+}

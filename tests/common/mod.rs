@@ -1,0 +1,11 @@
+//! The shared harness: a test PKI, a real gateway on free ports, echo backends and a TLS
+//! client with full control over certificates, SNI, ALPN and resumption.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod gateway;
+pub mod pki;
+
+pub use client::{Client, ClientOptions, Reply};
+pub use gateway::{free_port, wait_for_port, TestGateway};
+pub use pki::{ClientKind, TestPki};
