@@ -106,8 +106,8 @@ impl Gateway {
         let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "phasegate proxy");
         let mut listeners = Vec::new();
         for listener in &config.listeners {
-            let tls =
-                HandshakeCallbacks::tls_settings(snapshot.clone(), &listener.name).map_err(|e| StartError::Tls {
+            let tls = HandshakeCallbacks::tls_settings(snapshot.clone(), &listener.name, recorder.handshakes().clone())
+                .map_err(|e| StartError::Tls {
                     listener: listener.name.clone(),
                     message: e.to_string(),
                 })?;

@@ -22,6 +22,7 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/stats", get(stats))
         .route("/api/routes", get(list_routes))
         .route("/api/routes/{name}/rejections", get(route_rejections))
         .with_state(Arc::new(state))
@@ -77,6 +78,13 @@ async fn list_routes(State(state): State<Arc<AdminState>>) -> Json<Vec<RouteView
         })
         .collect();
     Json(views)
+}
+
+async fn stats(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "handshakes": state.recorder.handshakes().totals(),
+        "recording_queue_dropped": state.recorder.queue_dropped(),
+    }))
 }
 
 async fn route_rejections(

@@ -29,3 +29,38 @@ impl RouteCounters {
         )
     }
 }
+
+/// Handshakes completed on the listeners, and how many asked for / got a client certificate.
+#[derive(Debug, Default)]
+pub struct HandshakeCounters {
+    pub completed: AtomicU64,
+    pub client_cert_requested: AtomicU64,
+    pub client_cert_presented: AtomicU64,
+}
+
+impl HandshakeCounters {
+    pub fn count(&self, requested: bool, presented: bool) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if requested {
+            self.client_cert_requested.fetch_add(1, Ordering::Relaxed);
+        }
+        if presented {
+            self.client_cert_presented.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn totals(&self) -> HandshakeTotals {
+        HandshakeTotals {
+            completed: self.completed.load(Ordering::Relaxed),
+            client_cert_requested: self.client_cert_requested.load(Ordering::Relaxed),
+            client_cert_presented: self.client_cert_presented.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HandshakeTotals {
+    pub completed: u64,
+    pub client_cert_requested: u64,
+    pub client_cert_presented: u64,
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use counters::RouteCounters;
+pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters};
 pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView};
 use tokio::sync::mpsc;
 
@@ -24,6 +24,7 @@ pub struct Recorder {
     tx: mpsc::Sender<RejectionEvent>,
     dropped: Arc<AtomicU64>,
     counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>>,
+    handshakes: Arc<HandshakeCounters>,
     store: Arc<Mutex<RejectionStore>>,
 }
 
@@ -42,6 +43,7 @@ impl Recorder {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
                 counters: Arc::default(),
+                handshakes: Arc::default(),
                 store: store.clone(),
             },
             Aggregator { rx, store },
@@ -61,6 +63,10 @@ impl Recorder {
     pub fn counters(&self, route: &Arc<str>) -> Arc<RouteCounters> {
         let mut all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         all.entry(route.clone()).or_default().clone()
+    }
+
+    pub fn handshakes(&self) -> &Arc<HandshakeCounters> {
+        &self.handshakes
     }
 
     pub fn queue_dropped(&self) -> u64 {

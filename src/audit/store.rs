@@ -132,7 +132,11 @@ impl RejectionStore {
                 if let Some(ip) = e.source {
                     sources.push_back(ip);
                 }
-                let detail = e.detail.as_deref().map(str::to_string).or_else(|| identity_detail(reason, &e));
+                let detail = e
+                    .detail
+                    .as_deref()
+                    .map(str::to_string)
+                    .or_else(|| identity_detail(reason, &e));
                 let public = ClientRecord {
                     client: key.0.clone(),
                     reason,

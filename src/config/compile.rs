@@ -715,9 +715,16 @@ impl<'a> Compiler<'a> {
                 (None, None)
             }
         };
+        let ca = ca?;
+        let mut fingerprint = Sha256::new();
+        for cert in &ca {
+            fingerprint.update(&cert.to_der().unwrap_or_default());
+        }
+        let digest = fingerprint.finish();
         Some(UpstreamTls {
             sni: sni?,
-            ca: Arc::new(ca?.into_boxed_slice()),
+            trust_key: u64::from_be_bytes(digest[..8].try_into().expect("8 of 32 bytes")),
+            ca: Arc::new(ca.into_boxed_slice()),
             client_cert: client_cert?,
             client_cert_not_after,
             sources,

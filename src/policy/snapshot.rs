@@ -76,6 +76,10 @@ pub struct UpstreamTls {
     pub client_cert: Option<Arc<pingora::utils::tls::CertKey>>,
     pub client_cert_not_after: Option<i64>,
     pub sources: Vec<PathBuf>,
+    /// Fingerprint of `ca`. Pingora's upstream pool does not key connections by CA, so
+    /// this goes into the peer's group key: a connection verified under one CA is never
+    /// reused for a route (or a reloaded config) that trusts another.
+    pub trust_key: u64,
 }
 
 impl CompiledConfig {

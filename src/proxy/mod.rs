@@ -212,6 +212,7 @@ impl ProxyHttp for MtlsProxy {
                 peer.options.verify_cert = true;
                 peer.options.verify_hostname = true;
                 peer.client_cert_key = tls.client_cert.clone();
+                peer.group_key = tls.trust_key;
                 peer
             }
         };

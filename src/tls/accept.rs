@@ -15,6 +15,7 @@ use pingora::tls::ext;
 
 use super::connection::ConnectionTls;
 use super::peer::PeerCertificate;
+use crate::audit::HandshakeCounters;
 use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
 
 /// Handshake callbacks of one listener. They read the live snapshot, so server
@@ -22,16 +23,22 @@ use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
 pub struct HandshakeCallbacks {
     snapshot: SharedSnapshot,
     listener: String,
+    counters: Arc<HandshakeCounters>,
 }
 
 impl HandshakeCallbacks {
     /// TLS settings for a listener: TLS 1.2+, HTTP/2 and HTTP/1.1, no renegotiation, and
     /// no session resumption. A resumed session would carry only the leaf (no chain) and
     /// the trust context of another connection; every connection verifies afresh instead.
-    pub fn tls_settings(snapshot: SharedSnapshot, listener: &str) -> pingora::Result<TlsSettings> {
+    pub fn tls_settings(
+        snapshot: SharedSnapshot,
+        listener: &str,
+        counters: Arc<HandshakeCounters>,
+    ) -> pingora::Result<TlsSettings> {
         let callbacks = HandshakeCallbacks {
             snapshot,
             listener: listener.to_string(),
+            counters,
         };
         let mut settings = TlsSettings::with_callbacks(Box::new(callbacks))?;
         settings.enable_h2();
@@ -81,6 +88,7 @@ impl TlsAccept for HandshakeCallbacks {
             .map(|s| normalize_host(s).into_owned().into_boxed_str());
         let requested = ssl.verify_mode().contains(SslVerifyMode::PEER);
         let peer = PeerCertificate::from_handshake(ssl);
+        self.counters.count(requested, peer.is_some());
         Some(Arc::new(ConnectionTls::new(sni, requested, peer)))
     }
 }

@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslSession, SslVerifyMode, SslVersion};
+use openssl::ssl::{SslConnector, SslMethod, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 use tokio::net::TcpStream;
 
@@ -56,7 +57,8 @@ enum Sender {
 /// One TLS connection to the gateway; requests go over it (keep-alive or HTTP/2).
 pub struct Client {
     sender: Sender,
-    pub session: Option<SslSession>,
+    /// The latest session the server issued (TLS 1.3 tickets arrive after the handshake).
+    sessions: Arc<Mutex<Option<SslSession>>>,
     pub session_reused: bool,
     pub alpn: Option<Vec<u8>>,
 }
@@ -102,6 +104,10 @@ impl Client {
             b.set_private_key(&PKey::private_key_from_pem(cert.key_pem.as_bytes()).unwrap())
                 .unwrap();
         }
+        let sessions: Arc<Mutex<Option<SslSession>>> = Arc::default();
+        let store = sessions.clone();
+        b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        b.set_new_session_callback(move |_, session| *store.lock().unwrap() = Some(session));
         let connector = b.build();
         let mut config = connector.configure().map_err(|e| e.to_string())?;
         config.set_use_server_name_indication(opts.sni.is_some());
@@ -119,7 +125,9 @@ impl Client {
             .connect()
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let session = stream.ssl().session().map(|s| s.to_owned());
+        if let Some(s) = stream.ssl().session() {
+            sessions.lock().unwrap().get_or_insert_with(|| s.to_owned());
+        }
         let session_reused = stream.ssl().session_reused();
         let alpn = stream.ssl().selected_alpn_protocol().map(|p| p.to_vec());
         let io = TokioIo::new(stream);
@@ -136,10 +144,14 @@ impl Client {
         };
         Ok(Client {
             sender,
-            session,
+            sessions,
             session_reused,
             alpn,
         })
+    }
+
+    pub fn session(&self) -> Option<SslSession> {
+        self.sessions.lock().unwrap().clone()
     }
 
     pub async fn get(&mut self, host: &str, path: &str) -> Reply {
