@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
-    SerialNumber,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -136,8 +136,22 @@ impl CertificateAuthority {
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, common_name: &str) -> Result<Self> {
+        self.constrained_intermediate(common_name, &[])
+    }
+
+    /// An intermediate CA that may only issue for these DNS names (name constraints).
+    pub fn constrained_intermediate(&self, common_name: &str, permitted_dns: &[&str]) -> Result<Self> {
         let key = KeyPair::generate()?;
-        let params = Self::ca_params(common_name, Some(0));
+        let mut params = Self::ca_params(common_name, Some(0));
+        if !permitted_dns.is_empty() {
+            params.name_constraints = Some(NameConstraints {
+                permitted_subtrees: permitted_dns
+                    .iter()
+                    .map(|d| GeneralSubtree::DnsName(d.to_string()))
+                    .collect(),
+                excluded_subtrees: Vec::new(),
+            });
+        }
         let cert = params.signed_by(&key, &self.issuer())?;
         Ok(CertificateAuthority {
             cert_pem: cert.pem(),
@@ -155,7 +169,8 @@ impl CertificateAuthority {
             None => BasicConstraints::Unconstrained,
         });
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - Duration::days(1);
+        // backdated so tests can verify "as of" a recent past date
+        params.not_before = now - Duration::days(30);
         params.not_after = now + Duration::days(3650);
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         params.use_authority_key_identifier_extension = true;

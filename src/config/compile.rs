@@ -134,7 +134,11 @@ impl<'a> Compiler<'a> {
             Ok(raw) => Some(raw),
             Err(e) => {
                 let path = e.path().to_string();
-                let path = if path == "." { String::new() } else { path };
+                // a syntax error leaves unknown segments ("?") at the end of the path
+                let mut path = if path == "." { String::new() } else { path };
+                while let Some(stripped) = path.strip_suffix(".?").or_else(|| path.strip_suffix('?')) {
+                    path = stripped.to_string();
+                }
                 let inner = e.into_inner();
                 let (line, column) = match inner.location() {
                     Some(loc) => (loc.line(), loc.column()),
@@ -213,7 +217,7 @@ impl<'a> Compiler<'a> {
                 self.error(
                     at,
                     format!(
-                        "{:?} is not a PEM certificate file: {}",
+                        "{:?} is not a valid PEM certificate file (OpenSSL: {})",
                         path.display().to_string(),
                         first_error(&e)
                     ),
@@ -231,7 +235,7 @@ impl<'a> Compiler<'a> {
                 self.error(
                     at,
                     format!(
-                        "{:?} is not a PEM private key: {}",
+                        "{:?} is not a valid PEM private key (OpenSSL: {})",
                         path.display().to_string(),
                         first_error(&e)
                     ),
@@ -249,7 +253,7 @@ impl<'a> Compiler<'a> {
                 self.error(
                     at,
                     format!(
-                        "{:?} is not a CRL (PEM or DER): {}",
+                        "{:?} is not a valid CRL, PEM or DER (OpenSSL: {})",
                         path.display().to_string(),
                         first_error(&e)
                     ),
@@ -283,7 +287,9 @@ impl<'a> Compiler<'a> {
 
     // ---- sections -------------------------------------------------------------------------
 
-    fn trust_bundles(&mut self, files: &[RawFile]) -> (Vec<TrustBundle>, HashMap<String, BundleId>) {
+    /// Bundles by name; a bundle with problems maps to `None` so routes naming it do not
+    /// report it a second time as unknown.
+    fn trust_bundles(&mut self, files: &[RawFile]) -> (Vec<TrustBundle>, HashMap<String, Option<BundleId>>) {
         let mut bundles = Vec::new();
         let mut ids = HashMap::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -325,20 +331,24 @@ impl<'a> Compiler<'a> {
                     limits.max_depth = depth;
                 }
                 let (Some(anchors), Some(intermediates), true) = (anchors, intermediates, crls_ok) else {
+                    ids.insert(name.clone(), None);
                     continue;
                 };
                 let mut sources = vec![self.resolve(&at, &b.ca)];
                 sources.extend(b.intermediates.iter().map(|p| self.resolve(&at, p)));
                 match TrustAnchors::new(anchors, intermediates, &crls, limits, None) {
                     Ok(anchors) => {
-                        ids.insert(name.clone(), bundles.len());
+                        ids.insert(name.clone(), Some(bundles.len()));
                         bundles.push(TrustBundle {
                             name: name.clone(),
                             anchors,
                             sources,
                         });
                     }
-                    Err(e) => self.error(&at, format!("cannot build trust store: {}", first_error(&e))),
+                    Err(e) => {
+                        ids.insert(name.clone(), None);
+                        self.error(&at, format!("cannot build trust store: {}", first_error(&e)))
+                    }
                 }
             }
         }
@@ -451,7 +461,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn routes(&mut self, files: &[RawFile], bundles: &HashMap<String, BundleId>) -> (Vec<Route>, RouteTable) {
+    fn routes(&mut self, files: &[RawFile], bundles: &HashMap<String, Option<BundleId>>) -> (Vec<Route>, RouteTable) {
         let mut routes: Vec<Route> = Vec::new();
         let mut table = RouteTable::default();
         let mut names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -497,7 +507,13 @@ impl<'a> Compiler<'a> {
         (routes, table)
     }
 
-    fn route(&mut self, file: usize, base: &str, r: &RawRoute, bundles: &HashMap<String, BundleId>) -> Option<Route> {
+    fn route(
+        &mut self,
+        file: usize,
+        base: &str,
+        r: &RawRoute,
+        bundles: &HashMap<String, Option<BundleId>>,
+    ) -> Option<Route> {
         let before = self.problems.len();
         let host_path = format!("{base}.match.host");
         let host = r.matcher.host.trim().to_ascii_lowercase();
@@ -531,7 +547,7 @@ impl<'a> Compiler<'a> {
             Some(m) => {
                 let trust = match &m.trust {
                     Some(name) => match bundles.get(name) {
-                        Some(id) => Some(*id),
+                        Some(id) => *id,
                         None => {
                             let p = format!("{mtls_path}.trust");
                             let known: Vec<&str> = bundles.keys().map(|s| s.as_str()).collect();
