@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{pki::ClientCert, Client, ClientOptions};
+use common::{pki::ClientCert, ClientOptions};
 
 struct Demo(Child);
 
