@@ -235,3 +235,75 @@ fn summary(peer: &PeerCertificate) -> Option<CertificateSummary> {
         not_after: id.not_after,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(route: &Arc<str>, ip: [u8; 4], at: i64) -> RejectionEvent {
+        RejectionEvent {
+            route: route.clone(),
+            mode: Mode::Audit,
+            verdict: Verdict::WouldReject(Reason::NoCert),
+            detail: None,
+            peer: None,
+            source: Some(IpAddr::from(ip)),
+            at,
+        }
+    }
+
+    #[test]
+    fn records_aggregate_per_client_and_reason_with_first_and_last_seen() {
+        let route: Arc<str> = "r".into();
+        let mut store = RejectionStore::new(10);
+        store.add(event(&route, [10, 0, 0, 1], 100));
+        store.add(event(&route, [10, 0, 0, 1], 105));
+        store.add(event(&route, [10, 0, 0, 2], 103));
+        let view = store.view("r");
+        assert_eq!(view.clients.len(), 2);
+        let first = &view.clients[0];
+        assert_eq!(
+            (first.client.as_str(), first.count, first.first_seen, first.last_seen),
+            ("addr:10.0.0.1", 2, 100, 105)
+        );
+    }
+
+    #[test]
+    fn memory_is_bounded_per_route_and_what_is_dropped_is_counted() {
+        let route: Arc<str> = "r".into();
+        let mut store = RejectionStore::new(3);
+        for i in 0..10u8 {
+            store.add(event(&route, [10, 0, 0, i], 1));
+        }
+        // known clients still count after the cap is reached
+        store.add(event(&route, [10, 0, 0, 0], 2));
+        let view = store.view("r");
+        assert_eq!(view.clients.len(), 3);
+        assert_eq!(view.dropped, 7);
+        assert_eq!(view.clients.iter().map(|c| c.count).sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn a_record_keeps_the_five_most_recent_source_addresses() {
+        let ca = crate::devpki::CertificateAuthority::root("ca").unwrap();
+        let cert = ca.issue(&crate::devpki::LeafSpec::client("spiffe://t/a")).unwrap();
+        let peer = Arc::new(PeerCertificate::from_pem(cert.cert_pem.as_bytes()).unwrap());
+        let route: Arc<str> = "r".into();
+        let mut store = RejectionStore::new(10);
+        for i in 0..8u8 {
+            store.add(RejectionEvent {
+                peer: Some(peer.clone()),
+                verdict: Verdict::WouldReject(Reason::UntrustedIssuer),
+                ..event(&route, [10, 0, 1, i], i64::from(i))
+            });
+        }
+        let view = store.view("r");
+        assert_eq!(view.clients.len(), 1);
+        let record = &view.clients[0];
+        assert_eq!(record.client, "uri:spiffe://t/a");
+        assert_eq!(record.count, 8);
+        let newest_first: Vec<IpAddr> = (3..8u8).rev().map(|i| IpAddr::from([10, 0, 1, i])).collect();
+        assert_eq!(record.sources, newest_first);
+        assert_eq!(record.certificate.as_ref().unwrap().uris, ["spiffe://t/a"]);
+    }
+}
