@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use phasegate::admin::AdminToken;
+use phasegate::cli::admin_client::{read_token, AdminClient};
 use phasegate::cli::verify::{self, VerifyReport};
 use phasegate::policy::AllowEntry;
 use phasegate::server::{Gateway, Settings};
@@ -60,6 +62,30 @@ enum Command {
         /// Names this instance in audit logs (default: $HOSTNAME).
         #[arg(long)]
         instance_id: Option<String>,
+        /// Where runtime overrides (rollbacks) are kept across restarts.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        /// File holding the admin bearer token (else $PHASEGATE_ADMIN_TOKEN); without a
+        /// token, admin changes are refused.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Roll one route back (to the mode before its last tightening, or --to MODE), or
+    /// clear its override; takes effect on the next request, without a reload.
+    Rollback {
+        route: String,
+        #[arg(long, value_parser = parse_mode)]
+        to: Option<phasegate::policy::Mode>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Remove the route's override so the YAML mode applies again.
+        #[arg(long, conflicts_with_all = ["to", "reason"])]
+        clear: bool,
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// File holding the admin token (else $PHASEGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Validate the policies in DIR without serving; exit 1 on any problem.
     Check {
@@ -119,8 +145,18 @@ fn main() -> ExitCode {
             threads,
             grace_period,
             instance_id,
+            state_dir,
+            admin_token_file,
         } => {
             let mut settings = Settings::new(config);
+            settings.state_dir = Some(state_dir);
+            settings.admin_token = match read_token(admin_token_file.as_deref()) {
+                Ok(token) => token.as_deref().and_then(AdminToken::new),
+                Err(e) => {
+                    eprintln!("phasegate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             settings.admin_addr = admin;
             if let Some(t) = threads {
                 settings.threads = t;
@@ -134,6 +170,95 @@ fn main() -> ExitCode {
         Command::Check { dir, format } => check(&dir, format),
         Command::Verify(args) => verify_command(args),
         Command::Demo { dir } => exit_on_error(demo(dir)),
+        Command::Rollback {
+            route,
+            to,
+            reason,
+            clear,
+            admin,
+            token_file,
+        } => rollback(&route, to, reason, clear, &admin, token_file.as_deref()),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<phasegate::policy::Mode, String> {
+    text.parse().map_err(|e: phasegate::policy::UnknownMode| e.to_string())
+}
+
+fn rollback(
+    route: &str,
+    to: Option<phasegate::policy::Mode>,
+    reason: Option<String>,
+    clear: bool,
+    admin: &str,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let result = (|| -> Result<(u16, serde_json::Value), String> {
+        let client = AdminClient::new(admin, read_token(token_file)?)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let route_path: String = route
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        rt.block_on(async {
+            if clear {
+                client
+                    .call(
+                        http::Method::DELETE,
+                        &format!("/api/routes/{route_path}/override"),
+                        None,
+                    )
+                    .await
+            } else {
+                let body = serde_json::json!({ "to": to, "reason": reason });
+                client
+                    .call(
+                        http::Method::POST,
+                        &format!("/api/routes/{route_path}/rollback"),
+                        Some(body),
+                    )
+                    .await
+            }
+        })
+    })();
+    match result {
+        Ok((200, v)) => {
+            let mode = v["mode"].as_str().unwrap_or("?");
+            let previous = v["previous_mode"].as_str().unwrap_or("?");
+            let yaml = v["yaml_mode"].as_str().unwrap_or("?");
+            if clear {
+                println!("{route}: override cleared; running {mode} as the YAML says (was {previous})");
+            } else {
+                println!("{route}: {previous} -> {mode} (YAML says {yaml}; the override stays until `phasegate rollback {route} --clear`)");
+            }
+            if v["persisted"] == false {
+                eprintln!(
+                    "warning: the override is in force but was not saved: {}",
+                    v["persist_error"].as_str().unwrap_or("no state directory")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, v)) => {
+            eprintln!(
+                "phasegate rollback: {} ({status})",
+                v["error"].as_str().unwrap_or(&v.to_string())
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("phasegate rollback: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -3,20 +3,21 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use tokio::sync::watch;
 
+use crate::admin::AdminToken;
 use crate::audit::{Aggregator, Recorder};
-use crate::config::{self, Diagnostics};
-use crate::policy::{Overrides, SharedSnapshot, Snapshot};
-use crate::proxy::{unix_now, MtlsProxy};
+use crate::control::{ControlHandle, ControlPlane, StartupError};
+use crate::policy::SharedSnapshot;
+use crate::proxy::MtlsProxy;
 use crate::tls::HandshakeCallbacks;
 
 /// How to run a gateway process.
@@ -30,6 +31,14 @@ pub struct Settings {
     pub grace_period_secs: u64,
     /// Names this process in audit logs and request ids.
     pub instance_id: String,
+    /// Where runtime overrides are kept across restarts; `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Bearer token for admin changes; without one, changes through the API are refused.
+    pub admin_token: Option<AdminToken>,
+    /// Quiet time after a file change before reloading.
+    pub reload_debounce: Duration,
+    /// Reload on SIGHUP (off in tests that run several gateways in one process).
+    pub reload_on_sighup: bool,
 }
 
 impl Settings {
@@ -40,6 +49,10 @@ impl Settings {
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             grace_period_secs: 10,
             instance_id: default_instance_id(),
+            state_dir: None,
+            admin_token: None,
+            reload_debounce: Duration::from_millis(200),
+            reload_on_sighup: true,
         }
     }
 }
@@ -53,9 +66,9 @@ fn default_instance_id() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The policy files do not compile; nothing was started.
-    #[error("invalid configuration:\n{0}")]
-    Config(#[from] Diagnostics),
+    /// The policy files do not compile, or the state file is unreadable; nothing was started.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
     /// A listener could not be bound (address in use, permission).
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -70,6 +83,7 @@ pub enum StartError {
 /// A gateway that has been built and is ready to run.
 pub struct Gateway {
     server: Server,
+    pub control: ControlHandle,
     pub snapshot: SharedSnapshot,
     pub recorder: Recorder,
     pub listeners: Vec<SocketAddr>,
@@ -78,16 +92,13 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(settings: &Settings) -> Result<Gateway, StartError> {
-        let config = Arc::new(config::load(&settings.config_dir)?);
         let (recorder, aggregator) = Recorder::new();
-        let counters = config.routes.iter().map(|r| recorder.counters(&r.name)).collect();
-        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(
-            1,
-            unix_now(),
-            config.clone(),
-            Arc::new(Overrides::new()),
-            counters,
-        )));
+        let (plane, control, snapshot) = ControlPlane::start(
+            settings.config_dir.clone(),
+            settings.state_dir.clone(),
+            recorder.clone(),
+        )?;
+        let config = snapshot.load().config.clone();
 
         let admin = std::net::TcpListener::bind(settings.admin_addr).map_err(|source| StartError::Bind {
             address: settings.admin_addr,
@@ -116,17 +127,29 @@ impl Gateway {
         }
         server.add_service(service);
 
-        let control = ControlPlaneService {
-            admin: Mutex::new(Some(admin)),
-            aggregator: Mutex::new(Some(aggregator)),
+        if !admin_addr.ip().is_loopback() && settings.admin_token.is_none() {
+            tracing::warn!(admin = %admin_addr, "the admin listener is not on loopback and has no token: client identities are readable from the network");
+        }
+        let service = ControlPlaneService {
+            parts: Mutex::new(Some(ControlParts {
+                admin,
+                aggregator,
+                plane,
+            })),
             admin_state: crate::admin::AdminState {
                 snapshot: snapshot.clone(),
                 recorder: recorder.clone(),
+                control: control.clone(),
+                token: settings.admin_token.clone(),
             },
+            config_dir: settings.config_dir.clone(),
+            reload_debounce: settings.reload_debounce,
+            reload_on_sighup: settings.reload_on_sighup,
         };
-        server.add_service(background_service("control plane", control));
+        server.add_service(background_service("control plane", service));
         Ok(Gateway {
             server,
+            control,
             snapshot,
             recorder,
             listeners,
@@ -151,6 +174,7 @@ impl Gateway {
         RunningGateway {
             stop: tx,
             thread: Some(thread),
+            control: self.control,
             snapshot: self.snapshot,
             recorder: self.recorder,
             listeners: self.listeners,
@@ -163,6 +187,7 @@ impl Gateway {
 pub struct RunningGateway {
     stop: watch::Sender<Option<Stop>>,
     thread: Option<JoinHandle<()>>,
+    pub control: ControlHandle,
     pub snapshot: SharedSnapshot,
     pub recorder: Recorder,
     pub listeners: Vec<SocketAddr>,
@@ -220,23 +245,42 @@ impl ShutdownSignalWatch for StopSignal {
     }
 }
 
-/// The aggregator and the admin listener, on the control plane's own runtime so that
-/// admin traffic never competes with the proxy's workers.
+/// The control plane's tasks, on a runtime of their own so that admin traffic and reloads
+/// never compete with the proxy's workers: the control plane itself, the file watcher,
+/// SIGHUP, the audit aggregator and the admin listener.
 struct ControlPlaneService {
-    admin: Mutex<Option<std::net::TcpListener>>,
-    aggregator: Mutex<Option<Aggregator>>,
+    parts: Mutex<Option<ControlParts>>,
     admin_state: crate::admin::AdminState,
+    config_dir: PathBuf,
+    reload_debounce: Duration,
+    reload_on_sighup: bool,
+}
+
+struct ControlParts {
+    admin: std::net::TcpListener,
+    aggregator: Aggregator,
+    plane: ControlPlane,
 }
 
 #[async_trait]
 impl BackgroundService for ControlPlaneService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if let Some(aggregator) = self.aggregator.lock().ok().and_then(|mut a| a.take()) {
-            tokio::spawn(aggregator.run());
-        }
-        let Some(admin) = self.admin.lock().ok().and_then(|mut a| a.take()) else {
+        let Some(parts) = self.parts.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
+        tokio::spawn(parts.aggregator.run());
+        tokio::spawn(parts.plane.run());
+        let control = self.admin_state.control.clone();
+        crate::control::spawn_watcher(
+            control.clone(),
+            self.admin_state.snapshot.clone(),
+            self.config_dir.clone(),
+            self.reload_debounce,
+        );
+        if self.reload_on_sighup {
+            crate::control::spawn_sighup_listener(control);
+        }
+        let admin = parts.admin;
         let listener = match admin
             .set_nonblocking(true)
             .and_then(|_| tokio::net::TcpListener::from_std(admin))

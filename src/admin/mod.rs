@@ -1,98 +1,214 @@
-//! The admin listener: JSON API (and, later, the page) over axum. Handlers read the live
-//! snapshot and the recorder; changes go through the control plane.
+//! The admin listener: JSON API over axum. Handlers read the live snapshot, the recorder
+//! and the control plane's status; every change goes through the control plane.
+
+mod auth;
+mod views;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::routing::{delete, get, post};
+use axum::{middleware, Json, Router};
+use serde::Deserialize;
+
+pub use auth::AdminToken;
 
 use crate::audit::Recorder;
+use crate::control::{ControlError, ControlHandle, OverrideRequest, ReloadSource};
 use crate::policy::{Mode, SharedSnapshot};
 
 #[derive(Clone)]
 pub struct AdminState {
     pub snapshot: SharedSnapshot,
     pub recorder: Recorder,
+    pub control: ControlHandle,
+    pub token: Option<AdminToken>,
 }
 
+type SharedAdmin = Arc<AdminState>;
+
 pub fn router(state: AdminState) -> Router {
+    let state = Arc::new(state);
+    let mutations = Router::new()
+        .route("/api/config/reload", post(reload))
+        .route("/api/routes/{name}/rollback", post(rollback))
+        .route("/api/routes/{name}/mode", post(set_mode))
+        .route("/api/routes/{name}/override", delete(clear_override))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/stats", get(stats))
+        .route("/api/config", get(config_status))
+        .route("/api/config/history", get(config_history))
         .route("/api/routes", get(list_routes))
+        .route("/api/routes/{name}", get(route_detail))
         .route("/api/routes/{name}/rejections", get(route_rejections))
-        .with_state(Arc::new(state))
+        .merge(mutations)
+        .with_state(state)
 }
 
-/// Errors a caller can act on; bodies are `{error, reason}` like the proxy's.
+/// Errors a caller can act on; bodies are `{error, reason}` like the proxy's. Internal
+/// failures say nothing more than that.
 pub enum ApiError {
     NotFound(String),
+    BadRequest(String),
+    Conflict(String),
+    Unavailable,
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::UnknownRoute(_) => ApiError::NotFound(e.to_string()),
+            ControlError::NoTrustBundle { .. } => ApiError::Conflict(e.to_string()),
+            ControlError::Stopped => ApiError::Unavailable,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, reason, message) = match self {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shutting down".to_string(),
+            ),
         };
         (status, Json(serde_json::json!({ "error": message, "reason": reason }))).into_response()
     }
 }
 
-#[derive(Serialize)]
-struct RouteView {
-    name: String,
-    host: String,
-    path_prefix: String,
-    yaml_mode: Mode,
-    mode: Mode,
-    trust: Option<String>,
-    requests: u64,
-    would_reject: u64,
-    rejected: u64,
+/// Parses an optional JSON body with a message that says what was expected.
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes, expected: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e} (expected {expected})")))
 }
 
-async fn list_routes(State(state): State<Arc<AdminState>>) -> Json<Vec<RouteView>> {
-    let snapshot = state.snapshot.load();
-    let views = snapshot
-        .config
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(id, r)| {
-            let (requests, would_reject, rejected) = snapshot.counters(id).totals();
-            RouteView {
-                name: r.name.to_string(),
-                host: r.host.clone(),
-                path_prefix: r.path_prefix.clone(),
-                yaml_mode: r.mode,
-                mode: snapshot.effective_mode(id),
-                trust: r.trust.map(|b| snapshot.config.bundles[b].name.clone()),
-                requests,
-                would_reject,
-                rejected,
-            }
-        })
-        .collect();
-    Json(views)
-}
-
-async fn stats(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+async fn stats(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "handshakes": state.recorder.handshakes().totals(),
         "recording_queue_dropped": state.recorder.queue_dropped(),
     }))
 }
 
+async fn config_status(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
+    let status = state.control.status();
+    Json(serde_json::to_value(&*status).unwrap_or_default())
+}
+
+async fn config_history(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
+    let status = state.control.status();
+    let newest_first: Vec<_> = status.history.iter().rev().collect();
+    Json(serde_json::json!({ "generations": newest_first }))
+}
+
+async fn list_routes(State(state): State<SharedAdmin>) -> Json<Vec<views::RouteView>> {
+    let snapshot = state.snapshot.load();
+    Json(
+        (0..snapshot.config.routes.len())
+            .map(|id| views::route_view(&snapshot, id))
+            .collect(),
+    )
+}
+
+async fn route_detail(
+    State(state): State<SharedAdmin>,
+    Path(name): Path<String>,
+) -> Result<Json<views::RouteView>, ApiError> {
+    let snapshot = state.snapshot.load();
+    let (id, _) = snapshot
+        .config
+        .route_by_name(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no route named {name:?}")))?;
+    Ok(Json(views::route_view(&snapshot, id)))
+}
+
 async fn route_rejections(
-    State(state): State<Arc<AdminState>>,
+    State(state): State<SharedAdmin>,
     Path(name): Path<String>,
 ) -> Result<Json<crate::audit::RouteRejectionsView>, ApiError> {
     if state.snapshot.load().config.route_by_name(&name).is_none() {
         return Err(ApiError::NotFound(format!("no route named {name:?}")));
     }
     Ok(Json(state.recorder.rejections(&name)))
+}
+
+async fn reload(State(state): State<SharedAdmin>) -> Result<Response, ApiError> {
+    let outcome = state.control.reload(ReloadSource::Api).await?;
+    let status = match outcome {
+        crate::control::ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to: Option<Mode>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    mode: Option<Mode>,
+    reason: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<SharedAdmin>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: RollbackBody = parse_body(&body, r#"{"to": "audit", "reason": "…"}, both optional"#)?;
+    let outcome = state
+        .control
+        .change_mode(
+            &name,
+            OverrideRequest::Rollback {
+                to: body.to,
+                reason: body.reason,
+            },
+        )
+        .await?;
+    Ok(Json(outcome).into_response())
+}
+
+async fn set_mode(
+    State(state): State<SharedAdmin>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let expected = r#"{"mode": "off|audit|soft-fail|enforce", "reason": "…"}"#;
+    let body: ModeBody = parse_body(&body, expected)?;
+    let mode = body
+        .mode
+        .ok_or_else(|| ApiError::BadRequest(format!("missing mode (expected {expected})")))?;
+    let outcome = state
+        .control
+        .change_mode(
+            &name,
+            OverrideRequest::SetMode {
+                mode,
+                reason: body.reason,
+            },
+        )
+        .await?;
+    Ok(Json(outcome).into_response())
+}
+
+async fn clear_override(State(state): State<SharedAdmin>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let outcome = state.control.change_mode(&name, OverrideRequest::Clear).await?;
+    Ok(Json(outcome).into_response())
 }

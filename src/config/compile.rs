@@ -164,6 +164,12 @@ impl<'a> Compiler<'a> {
         CompiledConfig {
             content_hash: hex(&hash),
             files: self.sources.iter().map(|s| s.path.clone()).collect(),
+            inputs: self
+                .sources
+                .iter()
+                .map(|s| s.path.clone())
+                .chain(self.files.keys().cloned())
+                .collect(),
             listeners,
             bundles,
             by_name: routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect(),

@@ -26,6 +26,8 @@ pub struct DemoLayout {
     pub root: PathBuf,
     /// Client certificates by name: (cert, key).
     pub clients: Vec<(&'static str, PathBuf, PathBuf)>,
+    /// A fresh admin token, also written to `admin-token`.
+    pub admin_token: String,
 }
 
 /// Writes a dev PKI (root, intermediate, CRLs, the gateway's certificate, client
@@ -104,7 +106,12 @@ pub fn prepare(dir: &Path) -> Result<DemoLayout, String> {
     for (name, text) in POLICIES {
         write(&format!("policies/{name}"), text)?;
     }
+    let mut secret = [0u8; 16];
+    openssl::rand::rand_bytes(&mut secret).map_err(|err| format!("cannot make an admin token: {err}"))?;
+    let admin_token = crate::tls::hex(&secret);
+    write("admin-token", &admin_token)?;
     Ok(DemoLayout {
+        admin_token,
         dir: dir.to_path_buf(),
         policies: dir.join("policies"),
         root: root_path,
@@ -143,6 +150,9 @@ Enforce — only allowed identities pass:
 
 Off — nothing asked, nothing evaluated:
   {o1}
+
+Roll a route back (effective on the next request, no reload):
+  PHASEGATE_ADMIN_TOKEN=$(cat {d}/admin-token) phasegate rollback payments-enforce --reason \"checkout broke\" --admin http://{admin}
 
 Other client certificates to try: {others}
 Press Ctrl-C to stop.",

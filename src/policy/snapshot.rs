@@ -21,7 +21,10 @@ pub type BundleId = usize;
 pub struct CompiledConfig {
     /// SHA-256 over the names and contents of the policy files.
     pub content_hash: String,
+    /// The policy files.
     pub files: Vec<PathBuf>,
+    /// Every file read to build this config (policy files, PEMs, CRLs): what to watch.
+    pub inputs: Vec<PathBuf>,
     pub listeners: Vec<Listener>,
     pub bundles: Vec<TrustBundle>,
     pub routes: Vec<Route>,

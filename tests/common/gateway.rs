@@ -24,8 +24,11 @@ pub async fn wait_for_port(addr: SocketAddr) {
     panic!("nothing listens on {addr}");
 }
 
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub struct TestGateway {
     pub running: Option<RunningGateway>,
+    pub settings: Settings,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub backend: SocketAddr,
@@ -53,12 +56,17 @@ impl TestGateway {
         settings.threads = 2;
         settings.grace_period_secs = 1;
         settings.instance_id = "test".into();
+        settings.state_dir = Some(pki.path("state"));
+        settings.admin_token = phasegate::admin::AdminToken::new(ADMIN_TOKEN);
+        settings.reload_debounce = Duration::from_millis(100);
+        settings.reload_on_sighup = false;
         let running = Gateway::build(&settings).unwrap_or_else(|e| panic!("{e}")).spawn();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_port(addr).await;
         let admin = running.admin_addr;
         TestGateway {
             running: Some(running),
+            settings,
             addr,
             admin,
             backend,

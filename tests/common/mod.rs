@@ -7,5 +7,5 @@ pub mod gateway;
 pub mod pki;
 
 pub use client::{Client, ClientOptions, Reply};
-pub use gateway::{free_port, wait_for_port, TestGateway};
+pub use gateway::{free_port, wait_for_port, TestGateway, ADMIN_TOKEN};
 pub use pki::{ClientKind, TestPki};

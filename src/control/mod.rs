@@ -1,0 +1,488 @@
+//! The control plane: the only writer of the live [`Snapshot`]. File changes, SIGHUP, the
+//! admin API and the CLI all send it commands; it runs them one at a time, so a reload and
+//! a rollback can never interleave.
+//!
+//! Reload contract: read → parse → validate → compile → one atomic swap. If any step fails
+//! the last good snapshot keeps serving and the error is kept for `GET /api/config`.
+
+mod history;
+mod rollback;
+pub mod state;
+mod watch;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use history::{diff, HistoryEntry, ReloadSource, RouteChange};
+pub use rollback::{rollback_target, ModeChange};
+pub use watch::{spawn_sighup_listener, spawn_watcher};
+
+use crate::audit::Recorder;
+use crate::config::{self, Diagnostic, Diagnostics};
+use crate::policy::{CompiledConfig, Mode, Override, OverrideKind, Overrides, SharedSnapshot, Snapshot};
+use crate::proxy::unix_now;
+
+/// Applied generations kept for `GET /api/config/history`.
+const HISTORY: usize = 50;
+/// Mode changes remembered per route, for rollback targets.
+const MODE_CHANGES: usize = 20;
+
+/// What `GET /api/config` shows. Published by the control plane after every command.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigStatus {
+    pub generation: u64,
+    pub content_hash: String,
+    pub loaded_at: i64,
+    pub files: Vec<PathBuf>,
+    pub last_error: Option<ReloadFailure>,
+    pub last_attempt: Option<Attempt>,
+    /// Failures to persist overrides (disk full, read-only); serving continues.
+    pub state_error: Option<String>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    #[serde(skip)]
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    pub at: i64,
+    pub source: ReloadSource,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadFailure {
+    pub at: i64,
+    pub source: ReloadSource,
+    pub problems: Vec<Diagnostic>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    Applied { generation: u64, changes: Vec<RouteChange> },
+    Unchanged { generation: u64 },
+    Rejected { generation: u64, problems: Vec<Diagnostic> },
+}
+
+/// A runtime change of one route's mode.
+#[derive(Clone, Debug)]
+pub enum OverrideRequest {
+    /// Back to the mode before the route's last tightening, or to `to`.
+    Rollback {
+        to: Option<Mode>,
+        reason: Option<String>,
+    },
+    SetMode {
+        mode: Mode,
+        reason: Option<String>,
+    },
+    /// The gateway's own rollback (reject ratio above the route's limit).
+    AutoRollback {
+        reason: String,
+    },
+    Clear,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OverrideOutcome {
+    pub route: String,
+    pub previous_mode: Mode,
+    pub mode: Mode,
+    pub yaml_mode: Mode,
+    #[serde(rename = "override")]
+    pub active: Option<Override>,
+    /// Whether the override reached the state file; it is in force either way.
+    pub persisted: bool,
+    pub persist_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No route has this name in the current configuration.
+    #[error("no route named {0:?}")]
+    UnknownRoute(String),
+    /// The route has no trust bundle, so only `off` is possible.
+    #[error("route {route:?} has no trust bundle, so it cannot run in {mode} (add mtls.trust to its YAML)")]
+    NoTrustBundle { route: String, mode: Mode },
+    /// The control plane is not running (shutting down).
+    #[error("the control plane is shutting down")]
+    Stopped,
+}
+
+enum Command {
+    Reload {
+        source: ReloadSource,
+        reply: oneshot::Sender<ReloadOutcome>,
+    },
+    Override {
+        route: String,
+        request: OverrideRequest,
+        reply: oneshot::Sender<Result<OverrideOutcome, ControlError>>,
+    },
+}
+
+/// How other tasks talk to the control plane and read its status.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Command>,
+    status: Arc<ArcSwap<ConfigStatus>>,
+}
+
+impl ControlHandle {
+    pub async fn reload(&self, source: ReloadSource) -> Result<ReloadOutcome, ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reload { source, reply })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)
+    }
+
+    pub async fn change_mode(&self, route: &str, request: OverrideRequest) -> Result<OverrideOutcome, ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Override {
+                route: route.to_string(),
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    pub fn status(&self) -> Arc<ConfigStatus> {
+        self.status.load_full()
+    }
+}
+
+/// The single writer. Built synchronously at startup (so a bad config or state file stops
+/// the start with a clear error), then run as a task.
+pub struct ControlPlane {
+    snapshot: SharedSnapshot,
+    recorder: Recorder,
+    config_dir: PathBuf,
+    state_path: Option<PathBuf>,
+    history: VecDeque<HistoryEntry>,
+    mode_changes: HashMap<String, VecDeque<ModeChange>>,
+    status: Arc<ArcSwap<ConfigStatus>>,
+    rx: mpsc::Receiver<Command>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] Diagnostics),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+impl ControlPlane {
+    pub fn start(
+        config_dir: PathBuf,
+        state_dir: Option<PathBuf>,
+        recorder: Recorder,
+    ) -> Result<(ControlPlane, ControlHandle, SharedSnapshot), StartupError> {
+        let config = Arc::new(config::load(&config_dir)?);
+        let state_path = state_dir.as_deref().map(state::overrides_path);
+        let mut overrides = match &state_path {
+            Some(p) => state::load(p)?,
+            None => Overrides::new(),
+        };
+        let stale: Vec<String> = overrides
+            .keys()
+            .filter(|name| config.route_by_name(name).is_none())
+            .cloned()
+            .collect();
+        for name in &stale {
+            tracing::warn!(route.name = %name, "dropping the override of a route the configuration no longer has");
+            overrides.remove(name);
+        }
+        let now = unix_now();
+        let counters = config.routes.iter().map(|r| recorder.counters(&r.name)).collect();
+        let snapshot = Snapshot::new(1, now, config.clone(), Arc::new(overrides), counters);
+        let entry = HistoryEntry {
+            generation: 1,
+            at: now,
+            source: ReloadSource::Startup,
+            content_hash: config.content_hash.clone(),
+            changes: diff(None, &config),
+            dropped_overrides: stale,
+        };
+        let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let status = Arc::new(ArcSwap::from_pointee(ConfigStatus {
+            generation: 1,
+            content_hash: config.content_hash.clone(),
+            loaded_at: now,
+            files: config.files.clone(),
+            last_error: None,
+            last_attempt: Some(Attempt {
+                at: now,
+                source: ReloadSource::Startup,
+            }),
+            state_error: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            history: vec![entry.clone()],
+        }));
+        let (tx, rx) = mpsc::channel(64);
+        let plane = ControlPlane {
+            snapshot: shared.clone(),
+            recorder,
+            config_dir,
+            state_path,
+            history: VecDeque::from([entry]),
+            mode_changes: HashMap::new(),
+            status: status.clone(),
+            rx,
+        };
+        Ok((plane, ControlHandle { tx, status }, shared))
+    }
+
+    pub async fn run(mut self) {
+        while let Some(command) = self.rx.recv().await {
+            match command {
+                Command::Reload { source, reply } => {
+                    let outcome = self.reload(source).await;
+                    let _ = reply.send(outcome);
+                }
+                Command::Override { route, request, reply } => {
+                    let _ = reply.send(self.change_mode(&route, request));
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self, source: ReloadSource) -> ReloadOutcome {
+        let dir = self.config_dir.clone();
+        let compiled = tokio::task::spawn_blocking(move || config::load(&dir))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Diagnostics::whole_file(
+                    &self.config_dir,
+                    format!("reload task failed: {e}"),
+                ))
+            });
+        let at = unix_now();
+        let current = self.snapshot.load_full();
+        let result = compiled.and_then(|config| {
+            listeners_unchanged(&current.config, &config, &self.config_dir)?;
+            Ok(config)
+        });
+        let mut status = (*self.status.load_full()).clone();
+        status.last_attempt = Some(Attempt { at, source });
+        let outcome = match result {
+            Err(problems) => {
+                tracing::error!(source = ?source, problems = %problems, "configuration rejected; the last good configuration keeps serving");
+                status.reloads_failed += 1;
+                status.last_error = Some(ReloadFailure {
+                    at,
+                    source,
+                    problems: problems.0.clone(),
+                });
+                ReloadOutcome::Rejected {
+                    generation: current.generation,
+                    problems: problems.0,
+                }
+            }
+            Ok(config) if config.content_hash == current.config.content_hash => {
+                status.last_error = None;
+                ReloadOutcome::Unchanged {
+                    generation: current.generation,
+                }
+            }
+            Ok(config) => {
+                status.reloads_ok += 1;
+                status.last_error = None;
+                let (entry, snapshot) = self.apply(&current, config, source, at);
+                status.generation = snapshot.generation;
+                status.content_hash = snapshot.config.content_hash.clone();
+                status.loaded_at = at;
+                status.files = snapshot.config.files.clone();
+                tracing::info!(generation = snapshot.generation, source = ?source, changes = entry.changes.len(), "configuration applied");
+                let outcome = ReloadOutcome::Applied {
+                    generation: snapshot.generation,
+                    changes: entry.changes.clone(),
+                };
+                self.history.push_back(entry);
+                while self.history.len() > HISTORY {
+                    self.history.pop_front();
+                }
+                status.history = self.history.iter().cloned().collect();
+                outcome
+            }
+        };
+        self.status.store(Arc::new(status));
+        outcome
+    }
+
+    fn apply(
+        &mut self,
+        current: &Snapshot,
+        config: CompiledConfig,
+        source: ReloadSource,
+        at: i64,
+    ) -> (HistoryEntry, Arc<Snapshot>) {
+        let config = Arc::new(config);
+        let changes = diff(Some(&current.config), &config);
+        let mut overrides = (*current.overrides).clone();
+        let dropped: Vec<String> = overrides
+            .keys()
+            .filter(|name| config.route_by_name(name).is_none())
+            .cloned()
+            .collect();
+        for name in &dropped {
+            overrides.remove(name);
+        }
+        let counters = config.routes.iter().map(|r| self.recorder.counters(&r.name)).collect();
+        let snapshot = Arc::new(Snapshot::new(
+            current.generation + 1,
+            at,
+            config,
+            Arc::new(overrides),
+            counters,
+        ));
+        self.note_mode_changes(current, &snapshot, at);
+        self.snapshot.store(snapshot.clone());
+        if !dropped.is_empty() {
+            self.persist();
+        }
+        let entry = HistoryEntry {
+            generation: snapshot.generation,
+            at,
+            source,
+            content_hash: snapshot.config.content_hash.clone(),
+            changes,
+            dropped_overrides: dropped,
+        };
+        (entry, snapshot)
+    }
+
+    fn change_mode(&mut self, route: &str, request: OverrideRequest) -> Result<OverrideOutcome, ControlError> {
+        let current = self.snapshot.load_full();
+        let (id, r) = current
+            .config
+            .route_by_name(route)
+            .ok_or_else(|| ControlError::UnknownRoute(route.to_string()))?;
+        let previous_mode = current.effective_mode(id);
+        let now = unix_now();
+        let mut overrides = (*current.overrides).clone();
+        let set = |mode: Mode, kind: OverrideKind, reason: Option<String>| -> Result<Override, ControlError> {
+            if mode != Mode::Off && r.trust.is_none() {
+                return Err(ControlError::NoTrustBundle {
+                    route: route.to_string(),
+                    mode,
+                });
+            }
+            Ok(Override {
+                mode,
+                kind,
+                yaml_mode_when_set: r.mode,
+                since: now,
+                reason,
+            })
+        };
+        match request {
+            OverrideRequest::Clear => {
+                overrides.remove(route);
+            }
+            OverrideRequest::Rollback { to, reason } => {
+                let history: Vec<ModeChange> = self
+                    .mode_changes
+                    .get(route)
+                    .map(|h| h.iter().cloned().collect())
+                    .unwrap_or_default();
+                let target = to.unwrap_or_else(|| rollback_target(previous_mode, &history));
+                overrides.insert(route.to_string(), set(target, OverrideKind::Rollback, reason)?);
+            }
+            OverrideRequest::SetMode { mode, reason } => {
+                overrides.insert(route.to_string(), set(mode, OverrideKind::SetMode, reason)?);
+            }
+            OverrideRequest::AutoRollback { reason } => {
+                overrides.insert(
+                    route.to_string(),
+                    set(Mode::Audit, OverrideKind::AutoRollback, Some(reason))?,
+                );
+            }
+        }
+        let overrides = Arc::new(overrides);
+        let snapshot = Arc::new(current.with_overrides(overrides.clone()));
+        self.note_mode_changes(&current, &snapshot, now);
+        self.snapshot.store(snapshot.clone());
+        let active = overrides.get(route).cloned();
+        tracing::warn!(route.name = %route, from = %previous_mode, to = %snapshot.effective_mode(id), override = ?active, "route mode changed at runtime");
+        let persist_error = self.persist();
+        Ok(OverrideOutcome {
+            route: route.to_string(),
+            previous_mode,
+            mode: snapshot.effective_mode(id),
+            yaml_mode: r.mode,
+            active,
+            persisted: persist_error.is_none() && self.state_path.is_some(),
+            persist_error,
+        })
+    }
+
+    /// Records each route whose effective mode differs between two snapshots.
+    fn note_mode_changes(&mut self, before: &Snapshot, after: &Snapshot, at: i64) {
+        for (id, route) in after.config.routes.iter().enumerate() {
+            let to = after.effective_mode(id);
+            let from = before
+                .config
+                .route_by_name(&route.name)
+                .map(|(old, _)| before.effective_mode(old));
+            if let Some(from) = from.filter(|f| *f != to) {
+                let changes = self.mode_changes.entry(route.name.to_string()).or_default();
+                changes.push_back(ModeChange { at, from, to });
+                while changes.len() > MODE_CHANGES {
+                    changes.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Writes the overrides; a failure is reported, counted and shown, never fatal.
+    fn persist(&mut self) -> Option<String> {
+        let path = self.state_path.as_ref()?;
+        let result = state::save(path, &self.snapshot.load().overrides);
+        let mut status = (*self.status.load_full()).clone();
+        let error = result.err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "overrides are in force but not saved");
+        }
+        status.state_error = error.clone();
+        self.status.store(Arc::new(status));
+        error
+    }
+}
+
+/// Listeners are bound at startup; changing them needs a restart, and a config that does
+/// is rejected whole rather than applied in part.
+fn listeners_unchanged(old: &CompiledConfig, new: &CompiledConfig, dir: &std::path::Path) -> Result<(), Diagnostics> {
+    let key = |c: &CompiledConfig| {
+        let mut v: Vec<(String, std::net::SocketAddr)> =
+            c.listeners.iter().map(|l| (l.name.clone(), l.address)).collect();
+        v.sort();
+        v
+    };
+    if key(old) == key(new) {
+        return Ok(());
+    }
+    let describe = |v: Vec<(String, std::net::SocketAddr)>| {
+        v.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(", ")
+    };
+    Err(Diagnostics::whole_file(
+        dir,
+        format!(
+            "listeners changed from [{}] to [{}]: listener names and addresses take a restart (certificates do not)",
+            describe(key(old)),
+            describe(key(new))
+        ),
+    ))
+}
