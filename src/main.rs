@@ -69,6 +69,9 @@ enum Command {
         /// token, admin changes are refused.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// Do not watch the policy files; reload only on SIGHUP or POST /api/config/reload.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Roll one route back (to the mode before its last tightening, or --to MODE), or
     /// clear its override; takes effect on the next request, without a reload.
@@ -147,8 +150,10 @@ fn main() -> ExitCode {
             instance_id,
             state_dir,
             admin_token_file,
+            no_watch,
         } => {
             let mut settings = Settings::new(config);
+            settings.watch_files = !no_watch;
             settings.state_dir = Some(state_dir);
             settings.admin_token = match read_token(admin_token_file.as_deref()) {
                 Ok(token) => token.as_deref().and_then(AdminToken::new),

@@ -39,6 +39,8 @@ pub struct Settings {
     pub reload_debounce: Duration,
     /// Reload on SIGHUP (off in tests that run several gateways in one process).
     pub reload_on_sighup: bool,
+    /// Reload when the policy files change.
+    pub watch_files: bool,
 }
 
 impl Settings {
@@ -53,6 +55,7 @@ impl Settings {
             admin_token: None,
             reload_debounce: Duration::from_millis(200),
             reload_on_sighup: true,
+            watch_files: true,
         }
     }
 }
@@ -145,6 +148,7 @@ impl Gateway {
             config_dir: settings.config_dir.clone(),
             reload_debounce: settings.reload_debounce,
             reload_on_sighup: settings.reload_on_sighup,
+            watch_files: settings.watch_files,
         };
         server.add_service(background_service("control plane", service));
         Ok(Gateway {
@@ -254,6 +258,7 @@ struct ControlPlaneService {
     config_dir: PathBuf,
     reload_debounce: Duration,
     reload_on_sighup: bool,
+    watch_files: bool,
 }
 
 struct ControlParts {
@@ -271,12 +276,14 @@ impl BackgroundService for ControlPlaneService {
         tokio::spawn(parts.aggregator.run());
         tokio::spawn(parts.plane.run());
         let control = self.admin_state.control.clone();
-        crate::control::spawn_watcher(
-            control.clone(),
-            self.admin_state.snapshot.clone(),
-            self.config_dir.clone(),
-            self.reload_debounce,
-        );
+        if self.watch_files {
+            crate::control::spawn_watcher(
+                control.clone(),
+                self.admin_state.snapshot.clone(),
+                self.config_dir.clone(),
+                self.reload_debounce,
+            );
+        }
         if self.reload_on_sighup {
             crate::control::spawn_sighup_listener(control);
         }

@@ -75,20 +75,50 @@ impl TestGateway {
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
-        let stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header("host", "admin")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        use http_body_util::BodyExt;
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        self.admin_call("GET", path, None, None).await
+    }
+
+    /// A mutation with the admin token.
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.admin_call("POST", path, Some(ADMIN_TOKEN), Some(body)).await
+    }
+
+    pub async fn admin_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let client = phasegate::cli::admin_client::AdminClient::new(
+            &format!("http://{}", self.admin),
+            token.map(str::to_string),
+        )
+        .unwrap();
+        client.call(method.parse().unwrap(), path, body).await.unwrap()
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.admin_get("/api/config").await.1["generation"].as_u64().unwrap()
+    }
+
+    /// Waits until the config generation reaches `n` (file-change reloads are asynchronous).
+    pub async fn wait_for_generation(&self, n: u64) -> serde_json::Value {
+        let mut status = serde_json::Value::Null;
+        for _ in 0..200 {
+            status = self.admin_get("/api/config").await.1;
+            if status["generation"].as_u64() >= Some(n) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("generation {n} never came: {status}");
+    }
+
+    pub fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
     }
 }
 
