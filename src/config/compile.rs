@@ -23,13 +23,21 @@ use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
-    positions: Positions,
+    /// Built on first use: only diagnostics need it, and it costs as much as parsing.
+    positions: std::sync::OnceLock<Positions>,
 }
 
 impl SourceFile {
     pub fn new(path: PathBuf, text: String) -> Self {
-        let positions = Positions::index(&text);
-        SourceFile { path, text, positions }
+        SourceFile {
+            path,
+            text,
+            positions: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn locate(&self, path: &str) -> (usize, usize) {
+        self.positions.get_or_init(|| Positions::index(&self.text)).locate(path)
     }
 }
 
@@ -68,7 +76,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
 /// Parses, validates and compiles a set of policy files as one configuration.
 pub fn compile(sources: &[SourceFile]) -> Result<CompiledConfig, Diagnostics> {
     let mut c = Compiler::new(sources);
-    let files: Vec<Option<RawFile>> = sources.iter().map(|s| c.parse(s)).collect();
+    let files = c.parse_all();
     if !c.problems.is_empty() {
         return Err(Diagnostics(c.problems));
     }
@@ -115,7 +123,7 @@ impl<'a> Compiler<'a> {
 
     fn error(&mut self, at: &At, message: impl Into<String>) {
         let source = &self.sources[at.file];
-        let (line, column) = source.positions.locate(at.path);
+        let (line, column) = source.locate(at.path);
         self.problems.push(Diagnostic {
             file: source.path.clone(),
             line,
@@ -125,35 +133,24 @@ impl<'a> Compiler<'a> {
         });
     }
 
-    fn parse(&mut self, source: &SourceFile) -> Option<RawFile> {
-        if source.text.trim().is_empty() {
-            return Some(RawFile::default());
-        }
-        let de = serde_yaml::Deserializer::from_str(&source.text);
-        match serde_path_to_error::deserialize::<_, RawFile>(de) {
-            Ok(raw) => Some(raw),
-            Err(e) => {
-                let path = e.path().to_string();
-                // a syntax error leaves unknown segments ("?") at the end of the path
-                let mut path = if path == "." { String::new() } else { path };
-                while let Some(stripped) = path.strip_suffix(".?").or_else(|| path.strip_suffix('?')) {
-                    path = stripped.to_string();
-                }
-                let inner = e.into_inner();
-                let (line, column) = match inner.location() {
-                    Some(loc) => (loc.line(), loc.column()),
-                    None => source.positions.locate(&path),
-                };
-                self.problems.push(Diagnostic {
-                    file: source.path.clone(),
-                    line,
-                    column,
-                    path,
-                    message: serde_message(&inner),
-                });
-                None
-            }
-        }
+    /// Parses every file, in parallel when there are several.
+    fn parse_all(&mut self) -> Vec<Option<RawFile>> {
+        let parsed: Vec<Result<RawFile, Diagnostic>> = if self.sources.len() > 1 {
+            std::thread::scope(|scope| {
+                let tasks: Vec<_> = self.sources.iter().map(|s| scope.spawn(move || parse(s))).collect();
+                tasks
+                    .into_iter()
+                    .zip(self.sources)
+                    .map(|(t, s)| t.join().unwrap_or_else(|_| Err(internal_parse_failure(s))))
+                    .collect()
+            })
+        } else {
+            self.sources.iter().map(parse).collect()
+        };
+        parsed
+            .into_iter()
+            .map(|r| r.map_err(|d| self.problems.push(d)).ok())
+            .collect()
     }
 
     fn compile(&mut self, files: &[RawFile]) -> CompiledConfig {
@@ -483,7 +480,7 @@ impl<'a> Compiler<'a> {
                     let other = format!(
                         "{}:{}",
                         self.sources[*f].path.display(),
-                        self.sources[*f].positions.locate(&format!("routes[{j}]")).0
+                        self.sources[*f].locate(&format!("routes[{j}]")).0
                     );
                     self.error(&at_name, format!("route name {:?} is already used at {other}", r.name));
                     continue;
@@ -751,6 +748,50 @@ impl<'a> Compiler<'a> {
             client_cert_not_after,
             sources,
         })
+    }
+}
+
+/// One file: the fast path without path tracking; on failure, parse again with it so the
+/// diagnostic names the YAML path.
+fn parse(source: &SourceFile) -> Result<RawFile, Diagnostic> {
+    if source.text.trim().is_empty() {
+        return Ok(RawFile::default());
+    }
+    if let Ok(raw) = serde_yaml::from_str::<RawFile>(&source.text) {
+        return Ok(raw);
+    }
+    let de = serde_yaml::Deserializer::from_str(&source.text);
+    let e = match serde_path_to_error::deserialize::<_, RawFile>(de) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    let path = e.path().to_string();
+    // a syntax error leaves unknown segments ("?") at the end of the path
+    let mut path = if path == "." { String::new() } else { path };
+    while let Some(stripped) = path.strip_suffix(".?").or_else(|| path.strip_suffix('?')) {
+        path = stripped.to_string();
+    }
+    let inner = e.into_inner();
+    let (line, column) = match inner.location() {
+        Some(loc) => (loc.line(), loc.column()),
+        None => source.locate(&path),
+    };
+    Err(Diagnostic {
+        file: source.path.clone(),
+        line,
+        column,
+        path,
+        message: serde_message(&inner),
+    })
+}
+
+fn internal_parse_failure(source: &SourceFile) -> Diagnostic {
+    Diagnostic {
+        file: source.path.clone(),
+        line: 0,
+        column: 0,
+        path: String::new(),
+        message: "the parser failed unexpectedly; please report this file".to_string(),
     }
 }
 
