@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, ClientKind, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
+use common::{Client, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
 
 fn routes(payments_mode: &str) -> String {
     format!(
