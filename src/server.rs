@@ -120,10 +120,12 @@ impl Gateway {
         let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "phasegate proxy");
         let mut listeners = Vec::new();
         for listener in &config.listeners {
-            let tls = HandshakeCallbacks::tls_settings(snapshot.clone(), &listener.name, recorder.handshakes().clone())
-                .map_err(|e| StartError::Tls {
-                    listener: listener.name.clone(),
-                    message: e.to_string(),
+            let tls =
+                HandshakeCallbacks::tls_settings(snapshot.clone(), &listener.name, recorder.clone()).map_err(|e| {
+                    StartError::Tls {
+                        listener: listener.name.clone(),
+                        message: e.to_string(),
+                    }
                 })?;
             service.add_tls_with_settings(&listener.address.to_string(), None, tls);
             listeners.push(listener.address);

@@ -2,12 +2,15 @@
 //! and the control plane's status; every change goes through the control plane.
 
 mod auth;
+mod export;
+mod ui;
 mod views;
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -19,6 +22,7 @@ pub use auth::AdminToken;
 use crate::audit::Recorder;
 use crate::control::{ControlError, ControlHandle, OverrideRequest, ReloadSource};
 use crate::policy::{Mode, SharedSnapshot};
+use crate::proxy::unix_now;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -46,6 +50,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/routes", get(list_routes))
         .route("/api/routes/{name}", get(route_detail))
         .route("/api/routes/{name}/rejections", get(route_rejections))
+        .route("/api/routes/{name}/readiness", get(route_readiness))
+        .route("/api/certificates", get(certificates))
+        .merge(ui::router())
         .merge(mutations)
         .with_state(state)
 }
@@ -114,11 +121,20 @@ async fn config_history(State(state): State<SharedAdmin>) -> Json<serde_json::Va
 
 async fn list_routes(State(state): State<SharedAdmin>) -> Json<Vec<views::RouteView>> {
     let snapshot = state.snapshot.load();
-    Json(
+    let now = unix_now();
+    Json(state.recorder.read(|audit| {
         (0..snapshot.config.routes.len())
-            .map(|id| views::route_view(&snapshot, id))
-            .collect(),
-    )
+            .map(|id| views::route_view(&snapshot, audit, id, now))
+            .collect()
+    }))
+}
+
+fn route_id(snapshot: &crate::policy::Snapshot, name: &str) -> Result<crate::policy::RouteId, ApiError> {
+    snapshot
+        .config
+        .route_by_name(name)
+        .map(|(id, _)| id)
+        .ok_or_else(|| ApiError::NotFound(format!("no route named {name:?}")))
 }
 
 async fn route_detail(
@@ -126,21 +142,85 @@ async fn route_detail(
     Path(name): Path<String>,
 ) -> Result<Json<views::RouteView>, ApiError> {
     let snapshot = state.snapshot.load();
-    let (id, _) = snapshot
-        .config
-        .route_by_name(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("no route named {name:?}")))?;
-    Ok(Json(views::route_view(&snapshot, id)))
+    let id = route_id(&snapshot, &name)?;
+    Ok(Json(
+        state
+            .recorder
+            .read(|audit| views::route_view(&snapshot, audit, id, unix_now())),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReadinessQuery {
+    window: Option<String>,
+}
+
+/// Parses `30s`, `15m`, `24h`, `7d` into seconds.
+fn parse_window(text: Option<&str>) -> Result<i64, ApiError> {
+    let text = text.unwrap_or("24h");
+    let secs = humantime::parse_duration(text)
+        .map_err(|e| ApiError::BadRequest(format!("window {text:?}: {e} (expected e.g. 1h, 24h, 7d)")))?
+        .as_secs();
+    if secs == 0 || secs > 7 * 86_400 {
+        return Err(ApiError::BadRequest(format!(
+            "window {text:?} is out of range (expected 1s to 7d)"
+        )));
+    }
+    Ok(secs as i64)
+}
+
+async fn route_readiness(
+    State(state): State<SharedAdmin>,
+    Path(name): Path<String>,
+    query: Result<Query<ReadinessQuery>, QueryRejection>,
+) -> Result<Json<views::Readiness>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let secs = parse_window(query.window.as_deref())?;
+    let snapshot = state.snapshot.load();
+    let id = route_id(&snapshot, &name)?;
+    let w = state
+        .recorder
+        .read(|audit| views::window(&snapshot, audit, id, unix_now(), secs));
+    Ok(Json(views::readiness(&name, secs, w)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RejectionsQuery {
+    reason: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    format: Option<String>,
 }
 
 async fn route_rejections(
     State(state): State<SharedAdmin>,
     Path(name): Path<String>,
-) -> Result<Json<crate::audit::RouteRejectionsView>, ApiError> {
-    if state.snapshot.load().config.route_by_name(&name).is_none() {
-        return Err(ApiError::NotFound(format!("no route named {name:?}")));
+    query: Result<Query<RejectionsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    route_id(&state.snapshot.load(), &name)?;
+    let mut view = state.recorder.rejections(&name);
+    if let Some(reason) = q.reason.as_deref().filter(|r| !r.is_empty()) {
+        let reason = crate::policy::Reason::from_code(reason).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{reason:?} is not a reason code (expected e.g. no_cert, expired)"
+            ))
+        })?;
+        view.clients.retain(|c| c.reason == reason);
     }
-    Ok(Json(state.recorder.rejections(&name)))
+    export::sort(&mut view.clients, q.sort.as_deref(), q.order.as_deref()).map_err(ApiError::BadRequest)?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(view).into_response()),
+        Some("csv") => Ok(export::csv_response(&name, &view.clients)),
+        Some(other) => Err(ApiError::BadRequest(format!("format {other:?} (expected json or csv)"))),
+    }
+}
+
+async fn certificates(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
+    let snapshot = state.snapshot.load();
+    Json(export::certificates(&snapshot, &state.recorder, unix_now()))
 }
 
 async fn reload(State(state): State<SharedAdmin>) -> Result<Response, ApiError> {

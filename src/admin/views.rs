@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::audit::{AuditState, Bucket, WindowTotals};
 use crate::policy::{Mode, Override, RouteId, Snapshot};
 
 #[derive(Serialize)]
@@ -18,6 +19,80 @@ pub struct RouteView {
     pub requests: u64,
     pub would_reject: u64,
     pub rejected: u64,
+    pub last_hour: WindowView,
+    pub last_day: WindowView,
+    pub readiness: Readiness,
+    /// Per-minute counts of the last hour, for the chart.
+    pub series: Vec<Bucket>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub struct WindowView {
+    #[serde(flatten)]
+    pub totals: WindowTotals,
+    /// Distinct would-be-rejected clients.
+    pub clients: usize,
+}
+
+/// "enforce now would reject X% of requests from N clients"
+#[derive(Serialize, Clone)]
+pub struct Readiness {
+    pub route: String,
+    pub window_secs: i64,
+    pub requests: u64,
+    pub would_reject: u64,
+    pub reject_ratio: f64,
+    pub clients: usize,
+    pub summary: String,
+}
+
+pub fn readiness(route: &str, window_secs: i64, w: WindowView) -> Readiness {
+    let ratio = if w.totals.requests == 0 {
+        0.0
+    } else {
+        w.totals.would_reject as f64 / w.totals.requests as f64
+    };
+    let summary = if w.totals.requests == 0 {
+        format!(
+            "no requests in the last {}",
+            humantime::format_duration(std::time::Duration::from_secs(window_secs as u64))
+        )
+    } else {
+        format!(
+            "enforce now would reject {:.1}% of requests from {} client{}",
+            ratio * 100.0,
+            w.clients,
+            if w.clients == 1 { "" } else { "s" }
+        )
+    };
+    Readiness {
+        route: route.to_string(),
+        window_secs,
+        requests: w.totals.requests,
+        would_reject: w.totals.would_reject,
+        reject_ratio: ratio,
+        clients: w.clients,
+        summary,
+    }
+}
+
+/// Counts of a route over the last `secs`.
+pub fn window(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64, secs: i64) -> WindowView {
+    let name = &*snapshot.config.routes[id].name;
+    let totals = snapshot.counters(id).totals();
+    let since = now - secs;
+    let totals = match audit.series.get(name) {
+        Some(series) => series.window(since, totals),
+        None => WindowTotals {
+            requests: totals.0,
+            would_reject: totals.1,
+            rejected: totals.2,
+        },
+    };
+    WindowView {
+        totals,
+        clients: audit.rejections.distinct_clients(name, since),
+    }
 }
 
 #[derive(Serialize)]
@@ -30,8 +105,15 @@ pub struct OverrideView {
     pub summary: String,
 }
 
-pub fn route_view(snapshot: &Snapshot, id: RouteId) -> RouteView {
+pub fn route_view(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64) -> RouteView {
     let r = &snapshot.config.routes[id];
+    let last_hour = window(snapshot, audit, id, now, 3600);
+    let last_day = window(snapshot, audit, id, now, 86_400);
+    let series = audit
+        .series
+        .get(&*r.name)
+        .map(|s| s.buckets_since(now - 3600))
+        .unwrap_or_default();
     let (requests, would_reject, rejected) = snapshot.counters(id).totals();
     let active_override = snapshot.overrides.get(&*r.name).map(|o| OverrideView {
         conflict: o.yaml_mode_when_set != r.mode,
@@ -50,6 +132,10 @@ pub fn route_view(snapshot: &Snapshot, id: RouteId) -> RouteView {
         requests,
         would_reject,
         rejected,
+        last_hour,
+        last_day,
+        readiness: readiness(&r.name, 86_400, last_day),
+        series,
     }
 }
 

@@ -2,14 +2,18 @@
 //! would-be-rejected clients handed to one aggregator task through a bounded queue, so
 //! recording never blocks a request.
 
+mod certs;
 mod counters;
+mod series;
 mod store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use certs::{expires_soon, ExpiringCertificates, SeenCertificate, WATCH_DAYS};
 pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters};
+pub use series::{Bucket, RouteSeries, SeriesByRoute, WindowTotals, MINUTES};
 pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView};
 use tokio::sync::mpsc;
 
@@ -18,44 +22,85 @@ const QUEUE: usize = 65_536;
 /// Distinct (client, reason) records kept per route.
 pub const RECORDS_PER_ROUTE: usize = 10_000;
 
+/// How often route counters are turned into per-minute series.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the request path and the handshake hand to the aggregator.
+pub enum AuditEvent {
+    Rejection(RejectionEvent),
+    /// A client certificate that expires soon was presented.
+    CertificateSeen(Arc<crate::tls::PeerCertificate>, i64),
+}
+
+/// The aggregated picture; written only by the aggregator task, read by the admin API.
+#[derive(Default)]
+pub struct AuditState {
+    pub rejections: RejectionStore,
+    pub series: SeriesByRoute,
+    pub expiring: ExpiringCertificates,
+}
+
 /// The request path's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<RejectionEvent>,
+    tx: mpsc::Sender<AuditEvent>,
     dropped: Arc<AtomicU64>,
     counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>>,
     handshakes: Arc<HandshakeCounters>,
-    store: Arc<Mutex<RejectionStore>>,
+    state: Arc<Mutex<AuditState>>,
 }
 
 /// The receiving end, run by [`Aggregator::run`] on the control plane's runtime.
 pub struct Aggregator {
-    rx: mpsc::Receiver<RejectionEvent>,
-    store: Arc<Mutex<RejectionStore>>,
+    rx: mpsc::Receiver<AuditEvent>,
+    state: Arc<Mutex<AuditState>>,
+    counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>>,
+    clock: fn() -> i64,
 }
 
 impl Recorder {
     pub fn new() -> (Recorder, Aggregator) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let store = Arc::new(Mutex::new(RejectionStore::new(RECORDS_PER_ROUTE)));
+        let state = Arc::new(Mutex::new(AuditState::default()));
+        let counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>> = Arc::default();
         (
             Recorder {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
-                counters: Arc::default(),
+                counters: counters.clone(),
                 handshakes: Arc::default(),
-                store: store.clone(),
+                state: state.clone(),
             },
-            Aggregator { rx, store },
+            Aggregator {
+                rx,
+                state,
+                counters,
+                clock: crate::proxy::unix_now,
+            },
         )
     }
 
     /// Hands an event to the aggregator, or counts it as dropped if the queue is full.
     pub fn record(&self, event: RejectionEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) = self.tx.try_send(event)
-        {
+        self.send(AuditEvent::Rejection(event));
+    }
+
+    /// Notes a client certificate presented in a handshake, if it expires soon.
+    pub fn certificate_seen(&self, peer: &Arc<crate::tls::PeerCertificate>, now: i64) {
+        if expires_soon(peer, now) {
+            self.send(AuditEvent::CertificateSeen(peer.clone(), now));
+        }
+    }
+
+    fn send(&self, event: AuditEvent) {
+        if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Reads the aggregated picture.
+    pub fn read<T>(&self, f: impl FnOnce(&AuditState) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The counters of a route, created on first use. Called when a snapshot is built,
@@ -74,7 +119,7 @@ impl Recorder {
     }
 
     pub fn rejections(&self, route: &str) -> RouteRejectionsView {
-        let mut view = self.store.lock().unwrap_or_else(|e| e.into_inner()).view(route);
+        let mut view = self.read(|s| s.rejections.view(route));
         view.queue_dropped = self.queue_dropped();
         view
     }
@@ -83,11 +128,40 @@ impl Recorder {
 impl Aggregator {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(256);
-        while self.rx.recv_many(&mut batch, 256).await > 0 {
-            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-            for event in batch.drain(..) {
-                store.add(event);
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut batch, 256) => {
+                    if n == 0 {
+                        return;
+                    }
+                    let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    for event in batch.drain(..) {
+                        match event {
+                            AuditEvent::Rejection(e) => state.rejections.add(e),
+                            AuditEvent::CertificateSeen(peer, at) => state.expiring.seen(&peer, at),
+                        }
+                    }
+                }
+                _ = sample.tick() => self.sample(),
             }
+        }
+    }
+
+    /// Turns counter totals into per-minute buckets.
+    fn sample(&self) {
+        let now = (self.clock)();
+        let counters: Vec<(Arc<str>, Arc<RouteCounters>)> = self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, c) in counters {
+            state.series.entry(route).or_default().sample(c.totals(), now);
         }
     }
 }

@@ -82,6 +82,12 @@ pub struct RejectionStore {
     cap_per_route: usize,
 }
 
+impl Default for RejectionStore {
+    fn default() -> Self {
+        RejectionStore::new(super::RECORDS_PER_ROUTE)
+    }
+}
+
 impl RejectionStore {
     pub fn new(cap_per_route: usize) -> Self {
         RejectionStore {
@@ -154,8 +160,18 @@ impl RejectionStore {
         }
     }
 
-    pub fn note_dropped(&mut self, route: &Arc<str>, n: u64) {
-        self.routes.entry(route.clone()).or_default().dropped += n;
+    /// Distinct clients of a route seen since `since` (Unix seconds).
+    pub fn distinct_clients(&self, route: &str, since: i64) -> usize {
+        let Some(r) = self.routes.get(route) else { return 0 };
+        let mut names: Vec<&str> = r
+            .records
+            .values()
+            .filter(|rec| rec.public.last_seen >= since)
+            .map(|rec| rec.public.client.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len()
     }
 
     pub fn view(&self, route: &str) -> RouteRejectionsView {

@@ -15,7 +15,7 @@ use pingora::tls::ext;
 
 use super::connection::ConnectionTls;
 use super::peer::PeerCertificate;
-use crate::audit::HandshakeCounters;
+use crate::audit::Recorder;
 use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
 
 /// Handshake callbacks of one listener. They read the live snapshot, so server
@@ -23,22 +23,18 @@ use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
 pub struct HandshakeCallbacks {
     snapshot: SharedSnapshot,
     listener: String,
-    counters: Arc<HandshakeCounters>,
+    recorder: Recorder,
 }
 
 impl HandshakeCallbacks {
     /// TLS settings for a listener: TLS 1.2+, HTTP/2 and HTTP/1.1, no renegotiation, and
     /// no session resumption. A resumed session would carry only the leaf (no chain) and
     /// the trust context of another connection; every connection verifies afresh instead.
-    pub fn tls_settings(
-        snapshot: SharedSnapshot,
-        listener: &str,
-        counters: Arc<HandshakeCounters>,
-    ) -> pingora::Result<TlsSettings> {
+    pub fn tls_settings(snapshot: SharedSnapshot, listener: &str, recorder: Recorder) -> pingora::Result<TlsSettings> {
         let callbacks = HandshakeCallbacks {
             snapshot,
             listener: listener.to_string(),
-            counters,
+            recorder,
         };
         let mut settings = TlsSettings::with_callbacks(Box::new(callbacks))?;
         settings.enable_h2();
@@ -88,8 +84,12 @@ impl TlsAccept for HandshakeCallbacks {
             .map(|s| normalize_host(s).into_owned().into_boxed_str());
         let requested = ssl.verify_mode().contains(SslVerifyMode::PEER);
         let peer = PeerCertificate::from_handshake(ssl);
-        self.counters.count(requested, peer.is_some());
-        Some(Arc::new(ConnectionTls::new(sni, requested, peer)))
+        self.recorder.handshakes().count(requested, peer.is_some());
+        let connection = ConnectionTls::new(sni, requested, peer);
+        if let Some(peer) = &connection.peer {
+            self.recorder.certificate_seen(peer, crate::proxy::unix_now());
+        }
+        Some(Arc::new(connection))
     }
 }
 
