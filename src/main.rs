@@ -411,7 +411,9 @@ fn demo(dir: Option<PathBuf>) -> anyhow::Result<()> {
             let _ = task.await;
         });
     });
-    let settings = Settings::new(&layout.policies);
+    let mut settings = Settings::new(&layout.policies);
+    settings.state_dir = Some(layout.dir.join("state"));
+    settings.admin_token = AdminToken::new(&layout.admin_token);
     let gateway = Gateway::build(&settings)?;
     println!(
         "{}",
