@@ -53,10 +53,7 @@ pub fn readiness(route: &str, window_secs: i64, w: WindowView) -> Readiness {
         w.totals.would_reject as f64 / w.totals.requests as f64
     };
     let summary = if w.totals.requests == 0 {
-        format!(
-            "no requests in the last {}",
-            humantime::format_duration(std::time::Duration::from_secs(window_secs as u64))
-        )
+        format!("no requests in the last {}", short_duration(window_secs))
     } else {
         format!(
             "enforce now would reject {:.1}% of requests from {} client{}",
@@ -73,6 +70,15 @@ pub fn readiness(route: &str, window_secs: i64, w: WindowView) -> Readiness {
         reject_ratio: ratio,
         clients: w.clients,
         summary,
+    }
+}
+
+/// `24h`, `15m`, `90s`: how operators write windows.
+pub fn short_duration(secs: i64) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
