@@ -12,9 +12,8 @@ use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use phasegate::audit::{Recorder, RejectionEvent};
 use phasegate::devpki::{CertificateAuthority, LeafSpec};
-use phasegate::policy::{
-    decide, normalize_host, normalize_path, Mode, Override, OverrideKind, Overrides, Reason, Snapshot, Verdict,
-};
+use phasegate::policy::{Mode, Override, OverrideKind, Overrides, Reason, Snapshot, Verdict};
+use phasegate::proxy::decide_request;
 use phasegate::tls::{ConnectionTls, PeerCertificate};
 
 /// mimalloc: the request path and config compilation are allocation-heavy, and glibc malloc
@@ -113,32 +112,12 @@ fn decision(c: &mut Criterion) {
         let target = (0..n).rev().find(|i| i % 4 == 3 && i % 7 == 3).unwrap();
         let host = format!("svc{}.bench", target / 10);
         let path = format!("/api/v1/team-{target}/items/42");
-        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| {
-                let host = normalize_host(black_box(&host));
-                let path = normalize_path(black_box(&path)).unwrap();
-                let route = snapshot.config.table.lookup(&host, &path).unwrap();
-                let r = &snapshot.config.routes[route];
-                let mode = snapshot.effective_mode(route);
-                let verdict = decide(mode, &r.allow, || {
-                    conn.evidence(&snapshot, r.trust.unwrap(), 1).evidence
-                });
-                snapshot
-                    .counters(route)
-                    .count(verdict.is_clean_pass(), !verdict.lets_request_through());
-                black_box(verdict)
-            })
-        });
-        assert_eq!(
-            {
-                let route = snapshot.config.table.lookup(&host, &path).unwrap();
-                let r = &snapshot.config.routes[route];
-                decide(snapshot.effective_mode(route), &r.allow, || {
-                    conn.evidence(&snapshot, r.trust.unwrap(), 1).evidence
-                })
-            },
-            Verdict::Pass
-        );
+        let mut req = pingora_http::RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+        req.insert_header("host", host.as_str()).unwrap();
+        let source = Some("10.0.0.1".parse().unwrap());
+        let decide = || decide_request(&snapshot, Some(&conn), black_box(&req), source, 1).unwrap();
+        assert_eq!(decide().decision.verdict, Verdict::Pass);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| b.iter(decide));
     }
     group.finish();
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use phasegate::audit::Recorder;
 use phasegate::devpki::{CertificateAuthority, LeafSpec};
-use phasegate::policy::{decide, normalize_host, normalize_path, Overrides, Snapshot, Verdict};
+use phasegate::policy::{Overrides, Snapshot, Verdict};
+use phasegate::proxy::decide_request;
 use phasegate::tls::{ConnectionTls, PeerCertificate};
 
 struct Counting;
@@ -56,18 +57,14 @@ fn a_clean_pass_allocates_nothing() {
         Some(PeerCertificate::from_pem(client.cert_pem.as_bytes()).unwrap()),
     );
 
+    let mut req = pingora_http::RequestHeader::build("GET", b"/pay/x?y=1", None).unwrap();
+    req.insert_header("host", "api.test").unwrap();
+    let source = Some("10.0.0.1".parse().unwrap());
     let decide_once = || {
-        let host = normalize_host("api.test");
-        let path = normalize_path("/pay/x?y=1").unwrap();
-        let route = snapshot.config.table.lookup(&host, &path).unwrap();
-        let r = &snapshot.config.routes[route];
-        let verdict = decide(snapshot.effective_mode(route), &r.allow, || {
-            conn.evidence(&snapshot, r.trust.unwrap(), 1).evidence
-        });
-        snapshot
-            .counters(route)
-            .count(verdict.is_clean_pass(), !verdict.lets_request_through());
-        verdict
+        decide_request(&snapshot, Some(&conn), &req, source, 1)
+            .unwrap()
+            .decision
+            .verdict
     };
     assert_eq!(decide_once(), Verdict::Pass); // the first request verifies and caches
     COUNTING.store(true, Ordering::SeqCst);

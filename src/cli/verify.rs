@@ -7,8 +7,8 @@ use std::sync::Arc;
 use openssl::x509::{X509Crl, X509};
 use serde::Serialize;
 
-use crate::policy::{decide, AllowEntry, AllowList, Mode, Overrides, Reason, Snapshot, Verdict};
-use crate::tls::{ChainLimits, ConnectionTls, PeerCertificate, RequiredEku, TrustAnchors};
+use crate::policy::{decide, AllowEntry, AllowList, Mode, MtlsPolicy, Overrides, Reason, Snapshot, Verdict};
+use crate::tls::{evidence_of, ChainLimits, ConnectionTls, PeerCertificate, RequiredEku, TrustAnchors};
 
 /// The JSON printed by `phasegate verify --format json`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -91,7 +91,8 @@ pub fn against_route(dir: &Path, route: &str, cert_pem: &[u8]) -> Result<VerifyR
     let connection = ConnectionTls::new(None, true, Some(peer));
     let evidence = connection.evidence(&snapshot, bundle, crate::proxy::unix_now());
     let detail = evidence.detail.clone();
-    let verdict = decide(Mode::Enforce, &r.allow, || evidence.evidence);
+    let now = crate::proxy::unix_now();
+    let verdict = decide(Mode::Enforce, &r.mtls, now, None, || evidence.evidence).verdict;
     match connection.peer.as_deref() {
         Some(peer) => Ok(VerifyReport::from_verdict(verdict, detail.as_deref(), peer)),
         None => Err("certificate was not captured".to_string()),
@@ -142,13 +143,20 @@ pub fn standalone(opts: &Standalone, cert_pem: &[u8]) -> Result<VerifyReport, St
     let anchors = TrustAnchors::new(anchors, intermediates, &crls, limits, opts.at)
         .map_err(|e| format!("cannot build trust store: {e}"))?;
     let peer = PeerCertificate::from_pem(cert_pem)?;
-    let allow = AllowList(opts.allow.clone());
     let outcome = anchors.verify(&peer, opts.require_eku);
     let detail = outcome.as_ref().err().map(|f| f.detail.clone());
-    let verdict = decide(Mode::Enforce, &allow, || match (&outcome, &peer.identity) {
-        (Ok(_), Ok(identity)) => crate::policy::ClientEvidence::ChainVerified(identity),
-        (Err(f), _) => crate::policy::ClientEvidence::ChainFailed(f.reason),
-        (Ok(_), Err(_)) => crate::policy::ClientEvidence::ChainFailed(Reason::Malformed),
-    });
+    let policy = MtlsPolicy {
+        allow: AllowList(opts.allow.clone()),
+        ..MtlsPolicy::default()
+    };
+    let evidence = evidence_of(outcome.as_ref().map(|_| ()), &peer);
+    let verdict = decide(
+        Mode::Enforce,
+        &policy,
+        opts.at.unwrap_or_else(crate::proxy::unix_now),
+        None,
+        || evidence,
+    )
+    .verdict;
     Ok(VerifyReport::from_verdict(verdict, detail.as_deref(), &peer))
 }

@@ -14,8 +14,8 @@ use super::diagnostic::{Diagnostic, Diagnostics};
 use super::positions::Positions;
 use super::raw::*;
 use crate::policy::{
-    AllowEntry, AllowList, BundleId, CompiledConfig, Listener, Mode, Route, RouteTable, ServerCertificate, TrustBundle,
-    Upstream, UpstreamTls,
+    AllowEntry, AllowList, AutoRollback, BundleId, CompiledConfig, ExemptClient, Exemption, Listener, Mode, MtlsPolicy,
+    Route, RouteTable, ServerCertificate, TrustBundle, Upstream, UpstreamTls,
 };
 use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
 
@@ -545,8 +545,8 @@ impl<'a> Compiler<'a> {
         let upstream = self.upstream(file, &format!("{base}.upstream"), &r.upstream);
 
         let mtls_path = format!("{base}.mtls");
-        let (mode, trust, allow) = match &r.mtls {
-            None => (Mode::Off, None, AllowList::default()),
+        let (mode, trust, mtls, auto_rollback) = match &r.mtls {
+            None => (Mode::Off, None, MtlsPolicy::default(), None),
             Some(m) => {
                 let trust = match &m.trust {
                     Some(name) => match bundles.get(name) {
@@ -573,7 +573,29 @@ impl<'a> Compiler<'a> {
                     }
                 };
                 let allow = self.allow_list(file, &format!("{mtls_path}.allow"), &m.allow);
-                (m.mode, trust, allow)
+                if m.enforce_percent.is_some_and(|p| p > 100) {
+                    let p = format!("{mtls_path}.enforce_percent");
+                    self.error(
+                        &At { file, path: &p },
+                        "enforce_percent is out of range (expected 0 to 100)",
+                    );
+                }
+                let exemptions = m
+                    .exempt
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| self.exemption(file, &format!("{mtls_path}.exempt[{i}]"), e))
+                    .collect();
+                let auto_rollback = m
+                    .auto_rollback
+                    .as_ref()
+                    .and_then(|a| self.auto_rollback(file, &format!("{mtls_path}.auto_rollback"), a));
+                let policy = MtlsPolicy {
+                    allow,
+                    enforce_percent: m.enforce_percent,
+                    exemptions,
+                };
+                (m.mode, trust, policy, auto_rollback)
             }
         };
         let upstream = upstream?;
@@ -583,8 +605,108 @@ impl<'a> Compiler<'a> {
             path_prefix: prefix.clone(),
             mode,
             trust,
-            allow,
+            mtls,
+            auto_rollback,
             upstream,
+        })
+    }
+
+    fn exemption(&mut self, file: usize, base: &str, raw: &RawExemption) -> Option<Exemption> {
+        let at = At { file, path: base };
+        let who = match (&raw.identity, &raw.cidr) {
+            (Some(identity), None) => match AllowEntry::parse_san(identity) {
+                Ok(entry) if !identity.contains('*') => ExemptClient::Identity(entry),
+                Ok(_) => {
+                    self.error(&at, format!("{identity:?} is a wildcard; exemptions name one client"));
+                    return None;
+                }
+                Err(e) => {
+                    let p = format!("{base}.identity");
+                    self.error(&At { file, path: &p }, e);
+                    return None;
+                }
+            },
+            (None, Some(cidr)) => match cidr.parse::<ipnet::IpNet>() {
+                Ok(net) => ExemptClient::Cidr(net),
+                Err(_) => {
+                    let p = format!("{base}.cidr");
+                    self.error(
+                        &At { file, path: &p },
+                        format!("{cidr:?} is not a CIDR block (expected e.g. 10.1.2.0/24)"),
+                    );
+                    return None;
+                }
+            },
+            _ => {
+                self.error(
+                    &at,
+                    "expected exactly one of identity (e.g. uri:spiffe://…) or cidr (e.g. 10.1.2.0/24)",
+                );
+                return None;
+            }
+        };
+        let until_path = format!("{base}.until");
+        let Some(until) = parse_until(&raw.until) else {
+            self.error(
+                &At {
+                    file,
+                    path: &until_path,
+                },
+                format!(
+                    "{:?} is not a date (expected YYYY-MM-DD, or an RFC 3339 time)",
+                    raw.until
+                ),
+            );
+            return None;
+        };
+        if raw.reason.trim().is_empty() {
+            let p = format!("{base}.reason");
+            self.error(
+                &At { file, path: &p },
+                "an exemption needs a reason (who asked, and why)",
+            );
+        }
+        Some(Exemption {
+            who,
+            until,
+            reason: raw.reason.clone(),
+        })
+    }
+
+    fn auto_rollback(&mut self, file: usize, base: &str, raw: &RawAutoRollback) -> Option<AutoRollback> {
+        let mut ok = true;
+        if !(raw.max_reject_ratio > 0.0 && raw.max_reject_ratio < 1.0) {
+            let p = format!("{base}.max_reject_ratio");
+            self.error(
+                &At { file, path: &p },
+                format!(
+                    "{} is out of range (expected a ratio between 0 and 1, e.g. 0.05)",
+                    raw.max_reject_ratio
+                ),
+            );
+            ok = false;
+        }
+        let window = humantime::parse_duration(&raw.window)
+            .ok()
+            .map(|d| d.as_secs())
+            .filter(|s| (1..=3600).contains(s));
+        if window.is_none() {
+            let p = format!("{base}.window");
+            self.error(
+                &At { file, path: &p },
+                format!("{:?} is not a window between 1s and 1h (expected e.g. 60s)", raw.window),
+            );
+            ok = false;
+        }
+        if raw.min_requests == 0 {
+            let p = format!("{base}.min_requests");
+            self.error(&At { file, path: &p }, "min_requests must be at least 1");
+            ok = false;
+        }
+        ok.then(|| AutoRollback {
+            max_reject_ratio: raw.max_reject_ratio,
+            window_secs: window.unwrap_or(60),
+            min_requests: raw.min_requests,
         })
     }
 
@@ -793,6 +915,16 @@ fn internal_parse_failure(source: &SourceFile) -> Diagnostic {
         path: String::new(),
         message: "the parser failed unexpectedly; please report this file".to_string(),
     }
+}
+
+/// `2027-01-31` means through the end of that day (UTC); an RFC 3339 time is exact.
+fn parse_until(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t.unix_timestamp());
+    }
+    let date = time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    Some(date.next_day()?.midnight().assume_utc().unix_timestamp())
 }
 
 /// serde_yaml's message without its trailing location (reported separately).

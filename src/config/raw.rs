@@ -106,6 +106,45 @@ pub struct RawMtls {
     pub trust: Option<String>,
     #[serde(default)]
     pub allow: Vec<RawAllow>,
+    /// Enforce for this percentage of clients, audit for the rest.
+    #[serde(default)]
+    pub enforce_percent: Option<u8>,
+    #[serde(default)]
+    pub exempt: Vec<RawExemption>,
+    #[serde(default)]
+    pub auto_rollback: Option<RawAutoRollback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExemption {
+    /// `uri:…`, `dns:…`, `ip:…` or `email:…`
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub cidr: Option<String>,
+    /// A date (`2027-01-31`, through the end of that day, UTC) or an RFC 3339 time.
+    pub until: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoRollback {
+    pub max_reject_ratio: f64,
+    /// e.g. `60s`, `5m`
+    #[serde(default = "default_window")]
+    pub window: String,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_window() -> String {
+    "60s".to_string()
+}
+
+fn default_min_requests() -> u64 {
+    50
 }
 
 /// Exactly one of the fields; checked in `compile` so the message can say so.

@@ -124,8 +124,14 @@ fn modified_fields(old: &CompiledConfig, a: &Route, new: &CompiledConfig, b: &Ro
     if trust_name(old, a) != trust_name(new, b) {
         fields.push("trust");
     }
-    if a.allow != b.allow {
+    if a.mtls.allow != b.mtls.allow {
         fields.push("allow");
+    }
+    if a.mtls.enforce_percent != b.mtls.enforce_percent
+        || a.mtls.exemptions != b.mtls.exemptions
+        || a.auto_rollback != b.auto_rollback
+    {
+        fields.push("staging");
     }
     let upstream = |r: &Route| {
         (

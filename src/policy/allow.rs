@@ -17,7 +17,7 @@ pub enum AllowEntry {
 }
 
 impl AllowEntry {
-    fn matches(&self, id: &Identity) -> bool {
+    pub fn matches(&self, id: &Identity) -> bool {
         let precise = |s: &&String| !s.contains('*');
         match self {
             AllowEntry::Uri(want) => id.uris.iter().filter(precise).any(|u| u == want),

@@ -7,14 +7,16 @@ mod mode;
 mod reason;
 mod routes;
 mod snapshot;
+mod staging;
 
 pub use allow::{AllowEntry, AllowList};
-pub use decision::{decide, ClientEvidence, Verdict};
+pub use decision::{decide, ClientEvidence, Decision, MtlsPolicy, Verdict};
 pub use identity::{ExtendedKeyUsage, Identity, KeyUsage};
 pub use mode::{Mode, UnknownMode};
 pub use reason::Reason;
 pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
 pub use snapshot::{
-    BundleId, CompiledConfig, Listener, Override, OverrideKind, Overrides, Route, ServerCertificate, SharedSnapshot,
-    Snapshot, TrustBundle, Upstream, UpstreamTls,
+    AutoRollback, BundleId, CompiledConfig, Listener, Override, OverrideKind, Overrides, Route, ServerCertificate,
+    SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls,
 };
+pub use staging::{percentile, ExemptClient, Exemption};

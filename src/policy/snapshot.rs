@@ -9,7 +9,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use serde::Serialize;
 
-use super::{AllowList, Mode, RouteId, RouteTable};
+use super::{Mode, MtlsPolicy, RouteId, RouteTable};
 use crate::audit::RouteCounters;
 use crate::tls::TrustAnchors;
 
@@ -62,8 +62,17 @@ pub struct Route {
     /// The mode the YAML gives; a runtime override may replace it.
     pub mode: Mode,
     pub trust: Option<BundleId>,
-    pub allow: AllowList,
+    pub mtls: MtlsPolicy,
+    pub auto_rollback: Option<AutoRollback>,
     pub upstream: Upstream,
+}
+
+/// When an enforcing route rejects too much, it switches itself to audit.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct AutoRollback {
+    pub max_reject_ratio: f64,
+    pub window_secs: u64,
+    pub min_requests: u64,
 }
 
 pub struct Upstream {

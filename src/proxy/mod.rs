@@ -1,10 +1,10 @@
 //! The Pingora proxy: glue between the handshake's evidence, the policy decision, the
 //! audit record and the upstream. No business rules live here.
 
+mod decide;
 mod headers;
 mod respond;
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +15,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_http::RequestHeader;
 
 use crate::audit::{Recorder, RejectionEvent};
-use crate::policy::{
-    decide, normalize_host, normalize_path, ClientEvidence, Mode, RouteId, SharedSnapshot, Snapshot, Verdict,
-};
+use crate::policy::{Mode, RouteId, SharedSnapshot, Snapshot, Verdict};
 use crate::tls::ConnectionTls;
+pub use decide::{decide_request, RequestDecision};
 pub use headers::strip_identity_headers;
-use respond::{respond, Refusal};
+use respond::respond;
+pub use respond::Refusal;
 
 /// The proxy service. One per process; every listener shares it.
 pub struct MtlsProxy {
@@ -69,30 +69,6 @@ impl MtlsProxy {
     }
 }
 
-/// The host the request names. HTTP/2 carries it in `:authority`, HTTP/1.1 in `Host`;
-/// an absolute-form URI must agree with `Host`, and two `Host` headers are refused.
-fn request_host(req: &RequestHeader) -> Result<Cow<'_, str>, Refusal> {
-    let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    let header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Refusal::BadRequest("two Host headers"));
-    }
-    let header = match header {
-        Some(v) => Some(v.to_str().map_err(|_| Refusal::BadRequest("Host is not text"))?),
-        None => None,
-    };
-    let authority = req.uri.authority().map(|a| a.as_str());
-    let host = match (header, authority) {
-        (Some(h), Some(a)) if normalize_host(h) != normalize_host(a) => {
-            return Err(Refusal::BadRequest("Host differs from the request target"))
-        }
-        (Some(h), _) => h,
-        (None, Some(a)) => a,
-        (None, None) => return Err(Refusal::BadRequest("no Host")),
-    };
-    Ok(normalize_host(host))
-}
-
 #[async_trait]
 impl ProxyHttp for MtlsProxy {
     type CTX = RequestCtx;
@@ -118,76 +94,41 @@ impl ProxyHttp for MtlsProxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|ssl| ssl.extension.get::<ConnectionTls>());
 
-        let routed = (|| {
-            let req = session.req_header();
-            let host = request_host(req)?;
-            // A connection's certificate request and server certificate were chosen for
-            // its SNI; a request for another host must open its own connection.
-            if let Some(sni) = conn.and_then(|c| c.sni.as_deref()) {
-                if sni != host {
-                    return Err(Refusal::Misdirected);
-                }
-            }
-            let path = normalize_path(req.uri.path()).map_err(|_| Refusal::BadPath)?;
-            let route = snapshot.config.table.lookup(&host, &path).ok_or(Refusal::NoRoute)?;
-            let rewritten = match path {
-                Cow::Owned(p) => Some(p),
-                Cow::Borrowed(_) => None,
-            };
-            Ok((route, rewritten))
-        })();
-        let (route_id, rewritten) = match routed {
-            Ok(r) => r,
+        let now = (self.clock)();
+        let source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let decided = match decide_request(&snapshot, conn, session.req_header(), source, now) {
+            Ok(d) => d,
             Err(refusal) => {
                 let id = self.request_id(ctx);
                 respond(session, refusal, None, &id).await?;
                 return Ok(true);
             }
         };
-
-        let route = &snapshot.config.routes[route_id];
-        let mode = snapshot.effective_mode(route_id);
-        let now = (self.clock)();
-        let mut detail = None;
-        let mut identity_verified = false;
-        let verdict = decide(mode, &route.allow, || match (conn, route.trust) {
-            (Some(conn), Some(bundle)) => {
-                let e = conn.evidence(&snapshot, bundle, now);
-                detail = e.detail;
-                identity_verified = matches!(e.evidence, ClientEvidence::ChainVerified(_));
-                e.evidence
-            }
-            // A route that evaluates certificates always has a bundle (validated); fail closed.
-            (Some(conn), None) if conn.peer.is_some() => {
-                ClientEvidence::ChainFailed(crate::policy::Reason::UntrustedIssuer)
-            }
-            _ => ClientEvidence::NoCertificate,
-        });
-        snapshot
-            .counters(route_id)
-            .count(verdict.is_clean_pass(), !verdict.lets_request_through());
+        let route = &snapshot.config.routes[decided.route];
+        let (decision, detail) = (decided.decision, decided.detail);
+        let verdict = decision.verdict;
 
         let peer = conn.and_then(|c| c.peer.clone());
-        if identity_verified && verdict.lets_request_through() {
+        if decided.identity_verified && verdict.lets_request_through() {
             // Only a chain that verified against the route's bundle names the client.
             ctx.xfcc = peer.as_ref().and_then(|p| p.xfcc.clone());
         }
         if !verdict.is_clean_pass() {
             self.recorder.record(RejectionEvent {
                 route: route.name.clone(),
-                mode,
+                mode: decision.mode,
                 verdict,
                 detail: detail.clone(),
                 peer: peer.clone(),
-                source: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                source,
                 at: now,
             });
         }
-        ctx.route = Some(route_id);
-        ctx.mode = mode;
+        ctx.route = Some(decided.route);
+        ctx.mode = decision.mode;
         ctx.verdict = Some(verdict);
         ctx.detail = detail;
-        ctx.rewritten_path = rewritten;
+        ctx.rewritten_path = decided.rewritten_path;
         ctx.peer = peer;
         ctx.snapshot = Some(snapshot.clone());
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwapOption;
 
 use super::peer::PeerCertificate;
-use super::verify::{ChainOutcome, RequiredEku};
+use super::verify::{evidence_of, ChainOutcome, RequiredEku};
 use crate::policy::{BundleId, ClientEvidence, Snapshot};
 
 /// Stored in pingora's `SslDigest.extension`; read by every request on the connection.
@@ -67,20 +67,9 @@ impl ConnectionTls {
                 fresh.as_ref().map(|_| ())
             }
         };
-        match (outcome, &peer.identity) {
-            (Ok(()), Ok(identity)) => Evidence {
-                evidence: ClientEvidence::ChainVerified(identity),
-                detail: None,
-            },
-            (Err(failure), _) => Evidence {
-                evidence: ClientEvidence::ChainFailed(failure.reason),
-                detail: Some(failure.detail.clone()),
-            },
-            // verify() already fails every certificate whose identity did not parse
-            (Ok(()), Err(detail)) => Evidence {
-                evidence: ClientEvidence::ChainFailed(crate::policy::Reason::Malformed),
-                detail: Some(detail.as_str().into()),
-            },
+        Evidence {
+            evidence: evidence_of(outcome, peer),
+            detail: outcome.err().map(|f| f.detail.clone()),
         }
     }
 

@@ -13,7 +13,7 @@ pub use accept::HandshakeCallbacks;
 pub use connection::{ConnectionTls, Evidence};
 pub use identity::{hex, parse_identity};
 pub use peer::PeerCertificate;
-pub use verify::{unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors};
+pub use verify::{evidence_of, unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors};
 pub use xfcc::xfcc_value;
 
 use openssl::x509::X509Ref;

@@ -11,7 +11,7 @@ use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509Crl, X509StoreContext, X509VerifyResult, X509};
 
 use super::peer::PeerCertificate;
-use crate::policy::{Identity, Reason};
+use crate::policy::{ClientEvidence, Identity, Reason};
 
 /// Which extended key usage the leaf must allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -52,6 +52,9 @@ pub struct ChainFailure {
     pub reason: Reason,
     /// What exactly failed, for operators; shared so recording it costs no copy.
     pub detail: Arc<str>,
+    /// The chain is genuine although it failed (the leaf is expired or not yet valid, or
+    /// misused): its identity can be believed, e.g. to match a dated exemption.
+    pub authentic: bool,
 }
 
 impl ChainFailure {
@@ -59,11 +62,31 @@ impl ChainFailure {
         ChainFailure {
             reason,
             detail: detail.into().into(),
+            authentic: false,
         }
+    }
+
+    fn authentic(mut self) -> Self {
+        self.authentic = true;
+        self
     }
 }
 
 pub type ChainOutcome = Result<ChainOk, ChainFailure>;
+
+/// What a verification outcome tells the policy about the client.
+pub fn evidence_of<'a>(outcome: Result<(), &ChainFailure>, peer: &'a PeerCertificate) -> ClientEvidence<'a> {
+    match (outcome, &peer.identity) {
+        (Ok(()), Ok(identity)) => ClientEvidence::ChainVerified(identity),
+        (Err(f), Ok(identity)) => ClientEvidence::ChainFailed {
+            reason: f.reason,
+            authentic: f.authentic.then_some(identity),
+        },
+        (Err(f), Err(_)) => ClientEvidence::failed(f.reason),
+        // verify() already fails every certificate whose identity did not parse
+        (Ok(()), Err(_)) => ClientEvidence::failed(Reason::Malformed),
+    }
+}
 
 /// A compiled trust bundle: anchors, optional intermediates for path building, CRLs.
 pub struct TrustAnchors {
@@ -178,10 +201,12 @@ impl TrustAnchors {
                     .map(super::describe)
                     .unwrap_or_else(|| "certificate".to_string());
                 let error = ctx.error();
-                Ok(Err(ChainFailure::new(
-                    reason_for(error),
-                    format!("{} (depth {depth}, {subject})", error.error_string()),
-                )))
+                let reason = reason_for(error);
+                let failure = ChainFailure::new(reason, format!("{} (depth {depth}, {subject})", error.error_string()));
+                // OpenSSL checks a certificate's validity period after its chain, trust,
+                // revocation and signature: a leaf that fails only on time is genuine.
+                let time_only = depth == 0 && matches!(reason, Reason::Expired | Reason::NotYetValid);
+                Ok(Err(if time_only { failure.authentic() } else { failure }))
             }
         })
         .map_err(internal)?
@@ -194,7 +219,8 @@ fn check_leaf(id: &Identity, eku: RequiredEku) -> Result<(), ChainFailure> {
         return Err(ChainFailure::new(
             Reason::BasicConstraints,
             "leaf is a CA certificate (basicConstraints cA=TRUE)",
-        ));
+        )
+        .authentic());
     }
     if let Some(usage) = id.eku {
         let ok = usage.any
@@ -211,7 +237,8 @@ fn check_leaf(id: &Identity, eku: RequiredEku) -> Result<(), ChainFailure> {
             return Err(ChainFailure::new(
                 Reason::EkuMismatch,
                 format!("extended key usage {} lacks {wanted}", describe_eku(usage)),
-            ));
+            )
+            .authentic());
         }
     }
     if let Some(ku) = id.key_usage {
@@ -219,7 +246,8 @@ fn check_leaf(id: &Identity, eku: RequiredEku) -> Result<(), ChainFailure> {
             return Err(ChainFailure::new(
                 Reason::KeyUsage,
                 "key usage lacks digitalSignature, which TLS client authentication needs",
-            ));
+            )
+            .authentic());
         }
     }
     Ok(())

@@ -1,0 +1,97 @@
+//! Everything the gateway decides about one request, as one function of the snapshot, the
+//! connection's evidence and the request line — no I/O. The proxy, the benches and the
+//! allocation test all call this, so they measure the same code.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use pingora_http::RequestHeader;
+
+use super::respond::Refusal;
+use crate::policy::{decide, normalize_host, normalize_path, ClientEvidence, Decision, Reason, RouteId, Snapshot};
+use crate::tls::ConnectionTls;
+
+#[derive(Debug)]
+pub struct RequestDecision {
+    pub route: RouteId,
+    pub decision: Decision,
+    /// What exactly failed, for the audit record.
+    pub detail: Option<Arc<str>>,
+    /// The chain verified against the route's bundle: the identity may be forwarded.
+    pub identity_verified: bool,
+    /// The normalized path, when it differs from what the client sent.
+    pub rewritten_path: Option<String>,
+}
+
+/// Matches the route, evaluates the client under the route's effective mode, and counts
+/// the outcome. `Err` means the request is refused before any route applies.
+pub fn decide_request(
+    snapshot: &Snapshot,
+    conn: Option<&ConnectionTls>,
+    req: &RequestHeader,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<RequestDecision, Refusal> {
+    let host = request_host(req)?;
+    // A connection's certificate request and server certificate were chosen for its SNI;
+    // a request for another host must open its own connection.
+    if let Some(sni) = conn.and_then(|c| c.sni.as_deref()) {
+        if sni != host {
+            return Err(Refusal::Misdirected);
+        }
+    }
+    let path = normalize_path(req.uri.path()).map_err(|_| Refusal::BadPath)?;
+    let route_id = snapshot.config.table.lookup(&host, &path).ok_or(Refusal::NoRoute)?;
+    let route = &snapshot.config.routes[route_id];
+    let mut detail = None;
+    let mut identity_verified = false;
+    let decision = decide(snapshot.effective_mode(route_id), &route.mtls, now, source, || {
+        match (conn, route.trust) {
+            (Some(conn), Some(bundle)) => {
+                let e = conn.evidence(snapshot, bundle, now);
+                detail = e.detail;
+                identity_verified = matches!(e.evidence, ClientEvidence::ChainVerified(_));
+                e.evidence
+            }
+            // A route that evaluates certificates always has a bundle (validated); fail closed.
+            (Some(conn), None) if conn.peer.is_some() => ClientEvidence::failed(Reason::UntrustedIssuer),
+            _ => ClientEvidence::NoCertificate,
+        }
+    });
+    snapshot.counters(route_id).count(decision);
+    Ok(RequestDecision {
+        route: route_id,
+        decision,
+        detail,
+        identity_verified,
+        rewritten_path: match path {
+            Cow::Owned(p) => Some(p),
+            Cow::Borrowed(_) => None,
+        },
+    })
+}
+
+/// The host the request names. HTTP/2 carries it in `:authority`, HTTP/1.1 in `Host`;
+/// an absolute-form URI must agree with `Host`, and two `Host` headers are refused.
+fn request_host(req: &RequestHeader) -> Result<Cow<'_, str>, Refusal> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::BadRequest("two Host headers"));
+    }
+    let header = match header {
+        Some(v) => Some(v.to_str().map_err(|_| Refusal::BadRequest("Host is not text"))?),
+        None => None,
+    };
+    let authority = req.uri.authority().map(|a| a.as_str());
+    let host = match (header, authority) {
+        (Some(h), Some(a)) if normalize_host(h) != normalize_host(a) => {
+            return Err(Refusal::BadRequest("Host differs from the request target"))
+        }
+        (Some(h), _) => h,
+        (None, Some(a)) => a,
+        (None, None) => return Err(Refusal::BadRequest("no Host")),
+    };
+    Ok(normalize_host(host))
+}
