@@ -249,14 +249,15 @@
     el.className = `message ${kind}`;
     const parts = [h("strong", { text: title })];
     if (detail) parts.push(": ", h("span", { class: "message-detail", text: detail }));
-    const dismiss = h("button", { type: "button", class: "link-button", "data-action": "dismiss-message", "aria-label": "Dismiss message", text: "×" });
-    el.replaceChildren(h("span", { class: "message-text" }, parts), dismiss);
+    el.replaceChildren(h("span", { class: "message-text" }, parts));
+    $("#dismiss-message").hidden = false;
   }
 
   function clearMessage() {
     const el = $("#message");
     el.className = "message";
     el.replaceChildren();
+    $("#dismiss-message").hidden = true;
   }
 
   let lastSuccess = null;
@@ -294,11 +295,12 @@
       return;
     }
     el.hidden = false;
-    renderIfChanged(el, { err, stateErr }, () => {
+    renderIfChanged(el, { err, stateErr, tick: Math.floor(Date.now() / 10000) }, () => {
       const parts = [];
       if (err) {
         const n = Array.isArray(err.problems) ? err.problems.length : 0;
-        parts.push(h("strong", { text: "Last config reload failed" }), ` ${ago(err.at)} (${n} problem${n === 1 ? "" : "s"}); the gateway keeps running generation ${cfg.generation ?? "?"}. `);
+        const when = ago(err.at);
+        parts.push(h("strong", { text: "Last config reload failed" }), `${when ? " " + when : ""} (${n} problem${n === 1 ? "" : "s"}); the gateway keeps running generation ${cfg.generation ?? "?"}. `);
       }
       if (stateErr) parts.push(h("strong", { text: "Overrides not persisted: " }), stateErr, " ");
       parts.push(h("a", { href: "#/config", text: "Details" }));
@@ -314,8 +316,8 @@
    */
   function buildChart(series, large) {
     const buckets = Array.isArray(series) ? series : [];
-    const W = large ? 720 : 100;
-    const H = large ? 170 : 32;
+    const W = large ? 760 : 100;
+    const H = large ? 150 : 32;
     const padL = large ? 40 : 0;
     const padB = large ? 20 : 0;
     const padT = large ? 8 : 1;
@@ -340,8 +342,9 @@
     const totalRej = rej.reduce((a, b) => a + b, 0);
     const max = Math.max(1, ...req, ...wr);
     const slot = plotW / 60;
-    const x = (i) => padL + i * slot;
-    const y = (v) => padT + plotH - (v / max) * plotH;
+    const r2 = (v) => Math.round(v * 100) / 100;
+    const x = (i) => r2(padL + i * slot);
+    const y = (v) => r2(padT + plotH - (v / max) * plotH);
     const label = totalReq === 0 && totalWr === 0
       ? "No requests in the last 60 minutes"
       : `Last 60 minutes, per minute: ${totalReq} requests (area), ${totalWr} would be rejected (bars)` +
@@ -742,10 +745,10 @@
     const o = r.override;
     if (!o) return [h("span", { class: "muted", text: verbose ? "No override: running the YAML mode" : "—" })];
     const kids = [
-      h("span", { class: "badge override", text: `override: ${overrideKindText[o.kind] || o.kind || "set"}` }),
+      h("span", { class: "badge override", title: `override: ${overrideKindText[o.kind] || o.kind || "set"}`, text: verbose ? `override: ${overrideKindText[o.kind] || o.kind || "set"}` : "override" }),
     ];
     if (o.conflict) {
-      kids.push(" ", h("span", { class: "badge conflict", title: "The YAML mode changed after this override was set", text: "⚠ conflict: YAML changed" }));
+      kids.push(" ", h("span", { class: "badge conflict", title: "The YAML mode changed after this override was set; clear the override to apply the YAML", text: "⚠ conflict" }));
     }
     kids.push(h("span", { class: "override-summary block", text: o.summary || `running ${o.mode}` }));
     return kids;
@@ -817,7 +820,7 @@
     tr.classList.toggle("has-override", !!r.override);
     tr.classList.toggle("has-conflict", !!(r.override && r.override.conflict));
     renderIfChanged(cell("name"), r.name, () => h("a", { href: hashForRoute(r.name), text: r.name }));
-    renderIfChanged(cell("match"), matchText(r), () => h("code", { text: matchText(r) }));
+    renderIfChanged(cell("match"), matchText(r), () => [h("code", { class: "host", text: r.host || "*" }), h("code", { class: "prefix", text: r.path_prefix || "/" })]);
     renderIfChanged(cell("yaml-mode"), r.yaml_mode ?? "", () => modeBadge(r.yaml_mode));
     const modeCell = cell("mode");
     renderIfChanged(modeCell, [r.mode, !!r.override], () => [modeBadge(r.mode, r.override ? "overridden" : ""),
@@ -888,6 +891,7 @@
         h("section", { class: "card", "aria-labelledby": "act-h" },
           h("h2", { id: "act-h", text: "Actions" }),
           f("actions", "div"))),
+      h("div", { class: "detail-grid" },
       h("div", { class: "table-wrap" },
         h("table", { id: "windows", class: "data compact" },
           h("caption", { text: "Traffic by window" }),
@@ -906,7 +910,7 @@
               h("td", { class: "num", "data-field": "clients" })))))),
       h("figure", { class: "chart-figure" },
         f("chart", "div", { class: "chart-box" }),
-        h("figcaption", null, h("span", { text: "Requests and would-be-rejected requests per minute, last 60 minutes." }), chartLegend())),
+        h("figcaption", null, h("span", { text: "Requests and would-be-rejected requests per minute, last 60 minutes." }), chartLegend()))),
       h("section", { class: "rejections-section", "aria-labelledby": "rej-h" },
         h("h2", { id: "rej-h", text: "Would-be-rejected clients" }),
         h("div", { class: "toolbar" },

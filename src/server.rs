@@ -41,6 +41,8 @@ pub struct Settings {
     pub reload_on_sighup: bool,
     /// Reload when the policy files change.
     pub watch_files: bool,
+    /// How long the audit history (would-be-rejected clients, per-minute counts) is kept.
+    pub audit_retention: Duration,
 }
 
 impl Settings {
@@ -56,6 +58,7 @@ impl Settings {
             reload_debounce: Duration::from_millis(200),
             reload_on_sighup: true,
             watch_files: true,
+            audit_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -83,6 +86,34 @@ pub enum StartError {
     Tls { listener: String, message: String },
 }
 
+/// The recorder, with its history in `<state dir>/audit.sqlite` when there is a state
+/// directory. An unreadable database is set aside and a fresh one started; if none can be
+/// opened (read-only or full disk), recording goes on in memory and the error is shown.
+fn open_recorder(settings: &Settings) -> (Recorder, Aggregator) {
+    let Some(dir) = &settings.state_dir else {
+        return Recorder::new();
+    };
+    let path = dir.join("audit.sqlite");
+    let retention = settings.audit_retention.as_secs() as i64;
+    let first = match Recorder::durable(&path, retention) {
+        Ok(r) => return r,
+        Err(e) => e,
+    };
+    if path.exists() {
+        let aside = path.with_extension(format!("sqlite.unreadable-{}", crate::proxy::unix_now()));
+        tracing::error!(error = %first, moved_to = %aside.display(), "audit history unreadable; starting a new one");
+        if std::fs::rename(&path, &aside).is_ok() {
+            if let Ok(r) = Recorder::durable(&path, retention) {
+                return r;
+            }
+        }
+    }
+    tracing::error!(error = %first, "audit history cannot be kept on disk; recording in memory only");
+    let (recorder, aggregator) = Recorder::new();
+    recorder.note_store_error(&first.to_string());
+    (recorder, aggregator)
+}
+
 /// A gateway that has been built and is ready to run.
 pub struct Gateway {
     server: Server,
@@ -95,7 +126,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(settings: &Settings) -> Result<Gateway, StartError> {
-        let (recorder, aggregator) = Recorder::new();
+        let (recorder, aggregator) = open_recorder(settings);
         let (plane, control, snapshot) = ControlPlane::start(
             settings.config_dir.clone(),
             settings.state_dir.clone(),
@@ -146,6 +177,7 @@ impl Gateway {
                 recorder: recorder.clone(),
                 control: control.clone(),
                 token: settings.admin_token.clone(),
+                instance: settings.instance_id.as_str().into(),
             },
             config_dir: settings.config_dir.clone(),
             reload_debounce: settings.reload_debounce,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod export;
+mod metrics;
 mod ui;
 mod views;
 
@@ -30,11 +31,13 @@ pub struct AdminState {
     pub recorder: Recorder,
     pub control: ControlHandle,
     pub token: Option<AdminToken>,
+    pub instance: std::sync::Arc<str>,
 }
 
 type SharedAdmin = Arc<AdminState>;
 
 pub fn router(state: AdminState) -> Router {
+    let metrics = Arc::new(metrics::registry(state.clone()));
     let state = Arc::new(state);
     let mutations = Router::new()
         .route("/api/config/reload", post(reload))
@@ -44,6 +47,14 @@ pub fn router(state: AdminState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { render_metrics(&metrics) }
+            }),
+        )
         .route("/api/stats", get(stats))
         .route("/api/config", get(config_status))
         .route("/api/config/history", get(config_history))
@@ -101,6 +112,40 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes, expected: &s
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e} (expected {expected})")))
 }
 
+/// Ready when a configuration is loaded and the control plane answers; a load balancer
+/// stops sending traffic as soon as the admin listener goes away at shutdown.
+async fn readyz(State(state): State<SharedAdmin>) -> Response {
+    let status = state.control.status();
+    if state.control.is_running() {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({"ready": true, "generation": status.generation})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false})),
+        )
+            .into_response()
+    }
+}
+
+fn render_metrics(registry: &prometheus_client::registry::Registry) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 async fn stats(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "handshakes": state.recorder.handshakes().totals(),
@@ -110,7 +155,9 @@ async fn stats(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
 
 async fn config_status(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
     let status = state.control.status();
-    Json(serde_json::to_value(&*status).unwrap_or_default())
+    let mut v = serde_json::to_value(&*status).unwrap_or_default();
+    v["audit_store"] = serde_json::to_value(state.recorder.store_status()).unwrap_or_default();
+    Json(v)
 }
 
 async fn config_history(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {

@@ -1,7 +1,7 @@
 //! Client certificates seen in handshakes that expire within 30 days (or already have):
 //! who needs a new certificate before a route can enforce.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -27,6 +27,8 @@ pub struct SeenCertificate {
 #[derive(Default)]
 pub struct ExpiringCertificates {
     by_fingerprint: HashMap<String, SeenCertificate>,
+    /// Changed since the last [`ExpiringCertificates::take_dirty`].
+    dirty: HashSet<String>,
     pub dropped: u64,
 }
 
@@ -43,6 +45,7 @@ impl ExpiringCertificates {
         if let Some(c) = self.by_fingerprint.get_mut(&id.sha256) {
             c.last_seen = c.last_seen.max(at);
             c.handshakes += 1;
+            self.dirty.insert(id.sha256.clone());
             return;
         }
         if self.by_fingerprint.len() >= CAP {
@@ -63,6 +66,20 @@ impl ExpiringCertificates {
                 handshakes: 1,
             },
         );
+        self.dirty.insert(id.sha256.clone());
+    }
+
+    pub fn restore(&mut self, c: SeenCertificate) {
+        if self.by_fingerprint.len() < CAP {
+            self.by_fingerprint.insert(c.sha256.clone(), c);
+        }
+    }
+
+    pub fn take_dirty(&mut self) -> Vec<SeenCertificate> {
+        let keys: Vec<String> = self.dirty.drain().collect();
+        keys.iter()
+            .filter_map(|k| self.by_fingerprint.get(k).cloned())
+            .collect()
     }
 
     /// Certificates expiring before `until`, soonest first.

@@ -4,6 +4,7 @@
 
 mod certs;
 mod counters;
+pub mod persist;
 mod series;
 mod store;
 
@@ -22,8 +23,11 @@ const QUEUE: usize = 65_536;
 /// Distinct (client, reason) records kept per route.
 pub const RECORDS_PER_ROUTE: usize = 10_000;
 
-/// How often route counters are turned into per-minute series.
-const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often route counters are turned into per-minute series and changes are flushed to
+/// the durable store: the most a `kill -9` can lose.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often history past the retention is deleted.
+const PRUNE_EVERY: i64 = 600;
 
 /// What the request path and the handshake hand to the aggregator.
 pub enum AuditEvent {
@@ -48,6 +52,16 @@ pub struct Recorder {
     counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>>,
     handshakes: Arc<HandshakeCounters>,
     state: Arc<Mutex<AuditState>>,
+    store_status: Arc<Mutex<persist::StoreStatus>>,
+}
+
+/// Where and how long history is kept.
+struct Durable {
+    writer: std::sync::mpsc::SyncSender<persist::FlushBatch>,
+    /// A batch the writer could not take yet (it is busy or the disk is slow).
+    pending: persist::FlushBatch,
+    retention_secs: i64,
+    last_prune: i64,
 }
 
 /// The receiving end, run by [`Aggregator::run`] on the control plane's runtime.
@@ -56,6 +70,7 @@ pub struct Aggregator {
     state: Arc<Mutex<AuditState>>,
     counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>>,
     clock: fn() -> i64,
+    durable: Option<Durable>,
 }
 
 impl Recorder {
@@ -70,14 +85,65 @@ impl Recorder {
                 counters: counters.clone(),
                 handshakes: Arc::default(),
                 state: state.clone(),
+                store_status: Arc::default(),
             },
             Aggregator {
                 rx,
                 state,
                 counters,
                 clock: crate::proxy::unix_now,
+                durable: None,
             },
         )
+    }
+
+    /// A recorder whose history lives in `path` (SQLite), kept `retention_secs`: what
+    /// was recorded before a restart is loaded back first.
+    pub fn durable(path: &std::path::Path, retention_secs: i64) -> Result<(Recorder, Aggregator), persist::StoreError> {
+        let store = persist::AuditStore::open(path)?;
+        let now = crate::proxy::unix_now();
+        let loaded = store.load(now - retention_secs, now - MINUTES * 60)?;
+        let (recorder, mut aggregator) = Recorder::new();
+        {
+            let mut state = recorder.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (route, record) in loaded.records {
+                state.rejections.restore(&route, record);
+            }
+            for (route, b) in loaded.minutes {
+                state.series.entry(route.as_str().into()).or_default().add(
+                    b.minute,
+                    b.requests,
+                    b.would_reject,
+                    b.rejected,
+                );
+            }
+            for c in loaded.certificates {
+                state.expiring.restore(c);
+            }
+        }
+        *recorder.store_status.lock().unwrap_or_else(|e| e.into_inner()) = persist::StoreStatus {
+            path: Some(path.to_path_buf()),
+            ..Default::default()
+        };
+        let writer = persist::spawn_writer(store, recorder.store_status.clone())
+            .map_err(|e| persist::StoreError::io(path, e))?;
+        aggregator.durable = Some(Durable {
+            writer,
+            pending: persist::FlushBatch::default(),
+            retention_secs,
+            last_prune: now,
+        });
+        Ok((recorder, aggregator))
+    }
+
+    pub fn note_store_error(&self, error: &str) {
+        let mut s = self.store_status.lock().unwrap_or_else(|e| e.into_inner());
+        s.errors += 1;
+        s.last_error = Some(error.to_string());
+    }
+
+    pub fn store_status(&self) -> persist::StoreStatus {
+        self.store_status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Hands an event to the aggregator, or counts it as dropped if the queue is full.
@@ -128,7 +194,7 @@ impl Recorder {
 impl Aggregator {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(256);
-        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        let mut sample = tokio::time::interval(FLUSH_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -144,13 +210,14 @@ impl Aggregator {
                         }
                     }
                 }
-                _ = sample.tick() => self.sample(),
+                _ = sample.tick() => self.sample_and_flush(),
             }
         }
     }
 
-    /// Turns counter totals into per-minute buckets.
-    fn sample(&self) {
+    /// Turns counter totals into per-minute buckets and hands what changed to the
+    /// durable store.
+    fn sample_and_flush(&mut self) {
         let now = (self.clock)();
         let counters: Vec<(Arc<str>, Arc<RouteCounters>)> = self
             .counters
@@ -159,9 +226,37 @@ impl Aggregator {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for (route, c) in counters {
-            state.series.entry(route).or_default().sample(c.totals(), now);
+        let mut batch = persist::FlushBatch::default();
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (route, c) in counters {
+                if let Some(delta) = state.series.entry(route.clone()).or_default().sample(c.totals(), now) {
+                    batch.minutes.push((route, delta));
+                }
+            }
+            if let Some(durable) = &mut self.durable {
+                batch.records = state.rejections.take_dirty();
+                batch.certificates = state.expiring.take_dirty();
+                if now - durable.last_prune >= PRUNE_EVERY {
+                    durable.last_prune = now;
+                    let before = now - durable.retention_secs;
+                    batch.prune_before = Some(before);
+                    state.rejections.forget_older_than(before);
+                    state.expiring.forget_older_than(before);
+                }
+            }
+        }
+        if let Some(durable) = &mut self.durable {
+            batch.merge(std::mem::take(&mut durable.pending));
+            if batch.is_empty() {
+                return;
+            }
+            if let Err(
+                std::sync::mpsc::TrySendError::Full(batch) | std::sync::mpsc::TrySendError::Disconnected(batch),
+            ) = durable.writer.try_send(batch)
+            {
+                durable.pending = batch;
+            }
         }
     }
 }

@@ -34,13 +34,20 @@ pub struct RouteSeries {
 }
 
 impl RouteSeries {
-    /// Adds what the counters gained since the last sample to the minute of `now`.
-    pub fn sample(&mut self, totals: (u64, u64, u64), now: i64) {
+    /// Adds what the counters gained since the last sample to the minute of `now`, and
+    /// returns that gain (for the durable store) unless it is nothing.
+    pub fn sample(&mut self, totals: (u64, u64, u64), now: i64) -> Option<Bucket> {
         let (r, w, x) = totals;
         let (lr, lw, lx) = self.last_totals;
         let delta = (r.saturating_sub(lr), w.saturating_sub(lw), x.saturating_sub(lx));
         self.last_totals = totals;
         self.add(now, delta.0, delta.1, delta.2);
+        (delta != (0, 0, 0)).then(|| Bucket {
+            minute: now - now.rem_euclid(60),
+            requests: delta.0,
+            would_reject: delta.1,
+            rejected: delta.2,
+        })
     }
 
     /// Adds counts to a minute (also used when history is loaded from disk).

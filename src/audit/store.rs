@@ -1,7 +1,7 @@
 //! Would-be-rejected clients, aggregated per (route, client, reason). Written by the
 //! recorder's single aggregator task; read by the admin API.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -42,7 +42,7 @@ pub struct ClientRecord {
     pub sources: Vec<IpAddr>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct CertificateSummary {
     pub uris: Vec<String>,
     pub dns: Vec<String>,
@@ -53,17 +53,16 @@ pub struct CertificateSummary {
     pub not_after: i64,
 }
 
+/// Client name, issuer and reason: the same name from another issuer is another client
+/// (perhaps an impostor).
+pub type RecordKey = (String, String, Reason);
+
 #[derive(Default)]
 struct RouteRejections {
-    /// Keyed by client name, issuer and reason: the same name from another issuer is
-    /// another client (perhaps an impostor).
-    records: HashMap<(String, String, Reason), Record>,
+    records: HashMap<RecordKey, ClientRecord>,
+    /// Changed since the last [`RejectionStore::take_dirty`], for the durable store.
+    dirty: HashSet<RecordKey>,
     dropped: u64,
-}
-
-struct Record {
-    public: ClientRecord,
-    sources: VecDeque<IpAddr>,
 }
 
 /// The route's recorded clients, for the API.
@@ -111,39 +110,36 @@ impl RejectionStore {
         let len = route.records.len();
         match route.records.get_mut(&key) {
             Some(r) => {
-                r.public.count += 1;
-                r.public.last_seen = r.public.last_seen.max(e.at);
-                r.public.last_verdict = e.verdict;
-                r.public.last_mode = e.mode;
+                r.count += 1;
+                r.last_seen = r.last_seen.max(e.at);
+                r.last_verdict = e.verdict;
+                r.last_mode = e.mode;
                 if let Some(d) = &e.detail {
-                    if r.public.detail.as_deref() != Some(&**d) {
-                        r.public.detail = Some(d.to_string());
+                    if r.detail.as_deref() != Some(&**d) {
+                        r.detail = Some(d.to_string());
                     }
                 }
                 if let Some(peer) = &e.peer {
                     // The newest certificate of a rotating client is the one to look at.
-                    if r.public.certificate.as_ref().map(|c| &c.sha256)
-                        != peer.identity.as_ref().ok().map(|i| &i.sha256)
-                    {
-                        r.public.certificate = summary(peer);
+                    if r.certificate.as_ref().map(|c| &c.sha256) != peer.identity.as_ref().ok().map(|i| &i.sha256) {
+                        r.certificate = summary(peer);
                     }
                 }
                 if let Some(ip) = e.source {
                     remember(&mut r.sources, ip);
                 }
             }
-            None if len >= cap => route.dropped += 1,
+            None if len >= cap => {
+                route.dropped += 1;
+                return;
+            }
             None => {
-                let mut sources = VecDeque::new();
-                if let Some(ip) = e.source {
-                    sources.push_back(ip);
-                }
                 let detail = e
                     .detail
                     .as_deref()
                     .map(str::to_string)
                     .or_else(|| identity_detail(reason, &e));
-                let public = ClientRecord {
+                let record = ClientRecord {
                     client: key.0.clone(),
                     reason,
                     detail,
@@ -153,10 +149,45 @@ impl RejectionStore {
                     first_seen: e.at,
                     last_seen: e.at,
                     certificate: e.peer.as_deref().and_then(summary),
-                    sources: Vec::new(),
+                    sources: e.source.into_iter().collect(),
                 };
-                route.records.insert(key, Record { public, sources });
+                route.records.insert(key.clone(), record);
             }
+        }
+        route.dirty.insert(key);
+    }
+
+    /// Puts back a record read from the durable store (at startup).
+    pub fn restore(&mut self, route: &str, record: ClientRecord) {
+        let issuer = record
+            .certificate
+            .as_ref()
+            .map(|c| c.issuer.clone())
+            .unwrap_or_default();
+        let key = (record.client.clone(), issuer, record.reason);
+        let route = self.routes.entry(route.into()).or_default();
+        if route.records.len() < self.cap_per_route {
+            route.records.insert(key, record);
+        }
+    }
+
+    /// Records changed since the last call, with their route.
+    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, ClientRecord)> {
+        let mut out = Vec::new();
+        for (name, route) in &mut self.routes {
+            for key in route.dirty.drain() {
+                if let Some(r) = route.records.get(&key) {
+                    out.push((name.clone(), r.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets clients not seen since `before` (retention).
+    pub fn forget_older_than(&mut self, before: i64) {
+        for route in self.routes.values_mut() {
+            route.records.retain(|_, r| r.last_seen >= before);
         }
     }
 
@@ -166,8 +197,8 @@ impl RejectionStore {
         let mut names: Vec<&str> = r
             .records
             .values()
-            .filter(|rec| rec.public.last_seen >= since)
-            .map(|rec| rec.public.client.as_str())
+            .filter(|rec| rec.last_seen >= since)
+            .map(|rec| rec.client.as_str())
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -177,14 +208,7 @@ impl RejectionStore {
     pub fn view(&self, route: &str) -> RouteRejectionsView {
         let (clients, dropped) = match self.routes.get(route) {
             Some(r) => {
-                let mut clients: Vec<ClientRecord> = r
-                    .records
-                    .values()
-                    .map(|rec| ClientRecord {
-                        sources: rec.sources.iter().copied().collect(),
-                        ..rec.public.clone()
-                    })
-                    .collect();
+                let mut clients: Vec<ClientRecord> = r.records.values().cloned().collect();
                 clients.sort_by(|a, b| b.count.cmp(&a.count).then(a.client.cmp(&b.client)));
                 (clients, r.dropped)
             }
@@ -213,13 +237,14 @@ fn identity_detail(reason: Reason, e: &RejectionEvent) -> Option<String> {
     })
 }
 
-fn remember(sources: &mut VecDeque<IpAddr>, ip: IpAddr) {
+/// Most recent first, at most [`RECENT_SOURCES`].
+fn remember(sources: &mut Vec<IpAddr>, ip: IpAddr) {
     if let Some(pos) = sources.iter().position(|s| *s == ip) {
         sources.remove(pos);
     } else if sources.len() >= RECENT_SOURCES {
-        sources.pop_back();
+        sources.pop();
     }
-    sources.push_front(ip);
+    sources.insert(0, ip);
 }
 
 fn client_name(e: &RejectionEvent) -> String {

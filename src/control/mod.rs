@@ -160,6 +160,11 @@ impl ControlHandle {
     pub fn status(&self) -> Arc<ConfigStatus> {
         self.status.load_full()
     }
+
+    /// Whether the control plane task is still receiving commands.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
 }
 
 /// The single writer. Built synchronously at startup (so a bad config or state file stops

@@ -103,6 +103,19 @@ impl Verdict {
         }
     }
 
+    /// The inverse of [`Verdict::label`] given the reason (for stored records).
+    pub fn from_label(label: &str, reason: Option<Reason>) -> Option<Verdict> {
+        Some(match (label, reason) {
+            ("pass", _) => Verdict::Pass,
+            ("not_evaluated", _) => Verdict::NotEvaluated,
+            ("unauthenticated", _) => Verdict::Unauthenticated,
+            ("would_reject", Some(r)) => Verdict::WouldReject(r),
+            ("reject", Some(r)) => Verdict::Reject(r),
+            ("exempt", Some(r)) => Verdict::Exempt(r),
+            _ => return None,
+        })
+    }
+
     /// The `x-mtls-verdict` header sent to the backend. Only `pass` means the gateway
     /// authenticated the client.
     pub fn header_value(self) -> &'static str {

@@ -1,0 +1,358 @@
+//! The durable audit history: SQLite in the state directory. Only a dedicated writer thread
+//! touches it; the aggregator hands it a batch of what changed once a second, so the
+//! request path never waits on disk and `kill -9` loses at most the last second.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::certs::SeenCertificate;
+use super::series::Bucket;
+use super::store::{CertificateSummary, ClientRecord};
+use crate::policy::{Mode, Reason, Verdict};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// What changed since the last flush.
+#[derive(Default)]
+pub struct FlushBatch {
+    pub records: Vec<(Arc<str>, ClientRecord)>,
+    pub minutes: Vec<(Arc<str>, Bucket)>,
+    pub certificates: Vec<SeenCertificate>,
+    /// Delete history older than this (Unix seconds), when set.
+    pub prune_before: Option<i64>,
+}
+
+impl FlushBatch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.minutes.is_empty()
+            && self.certificates.is_empty()
+            && self.prune_before.is_none()
+    }
+
+    /// Folds a batch that could not be handed over into this one.
+    pub fn merge(&mut self, older: FlushBatch) {
+        let mut records = older.records;
+        records.append(&mut self.records);
+        self.records = records;
+        self.minutes.extend(older.minutes);
+        self.certificates.extend(older.certificates);
+        self.prune_before = self.prune_before.max(older.prune_before);
+    }
+}
+
+/// History read back at startup.
+#[derive(Default)]
+pub struct Loaded {
+    pub records: Vec<(String, ClientRecord)>,
+    pub minutes: Vec<(String, Bucket)>,
+    pub certificates: Vec<SeenCertificate>,
+}
+
+/// Health of the durable store, shown by the admin API and counted in metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StoreStatus {
+    pub path: Option<PathBuf>,
+    pub flushes: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("audit store {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+impl StoreError {
+    pub fn io(path: &Path, e: std::io::Error) -> StoreError {
+        StoreError {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        }
+    }
+}
+
+pub struct AuditStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl AuditStore {
+    pub fn open(path: &Path) -> Result<AuditStore, StoreError> {
+        let err = |source| StoreError {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        // WAL: a crash mid-write leaves the last committed batch intact.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS clients (
+                route TEXT NOT NULL, client TEXT NOT NULL, issuer TEXT NOT NULL, reason TEXT NOT NULL,
+                detail TEXT, last_verdict TEXT NOT NULL, last_mode TEXT NOT NULL, count INTEGER NOT NULL,
+                first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, certificate TEXT, sources TEXT NOT NULL,
+                PRIMARY KEY (route, client, issuer, reason));
+             CREATE INDEX IF NOT EXISTS clients_last_seen ON clients (last_seen);
+             CREATE TABLE IF NOT EXISTS minutes (
+                route TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL,
+                would_reject INTEGER NOT NULL, rejected INTEGER NOT NULL, PRIMARY KEY (route, minute));
+             CREATE TABLE IF NOT EXISTS certificates (
+                sha256 TEXT PRIMARY KEY, client TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL,
+                serial TEXT NOT NULL, not_after INTEGER NOT NULL, first_seen INTEGER NOT NULL,
+                last_seen INTEGER NOT NULL, handshakes INTEGER NOT NULL);",
+        )
+        .map_err(err)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        match version {
+            None => {
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                    .map_err(err)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(_) => return Err(err(rusqlite::Error::InvalidQuery)),
+        }
+        Ok(AuditStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Everything seen since `since`; per-minute counts since `minutes_since`.
+    pub fn load(&self, since: i64, minutes_since: i64) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT route, client, reason, detail, last_verdict, last_mode, count, first_seen, last_seen,
+                        certificate, sources FROM clients WHERE last_seen >= ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, String>(10)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (route, client, reason, detail, verdict, mode, count, first_seen, last_seen, cert, sources) =
+                row.map_err(|e| self.err(e))?;
+            // A row this version cannot read is skipped rather than failing the start.
+            let Some(reason) = Reason::from_code(&reason) else {
+                continue;
+            };
+            let Some(last_verdict) = Verdict::from_label(&verdict, Some(reason)) else {
+                continue;
+            };
+            let Ok(last_mode) = mode.parse::<Mode>() else { continue };
+            let certificate: Option<CertificateSummary> = cert.and_then(|c| serde_json::from_str(&c).ok());
+            loaded.records.push((
+                route,
+                ClientRecord {
+                    client,
+                    reason,
+                    detail,
+                    last_verdict,
+                    last_mode,
+                    count: count.max(0) as u64,
+                    first_seen,
+                    last_seen,
+                    certificate,
+                    sources: serde_json::from_str(&sources).unwrap_or_default(),
+                },
+            ));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT route, minute, requests, would_reject, rejected FROM minutes WHERE minute >= ?1 ORDER BY minute")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([minutes_since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Bucket {
+                        minute: r.get(1)?,
+                        requests: r.get::<_, i64>(2)?.max(0) as u64,
+                        would_reject: r.get::<_, i64>(3)?.max(0) as u64,
+                        rejected: r.get::<_, i64>(4)?.max(0) as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            loaded.minutes.push(row.map_err(|e| self.err(e))?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT client, subject, issuer, serial, sha256, not_after, first_seen, last_seen, handshakes
+                 FROM certificates WHERE last_seen >= ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok(SeenCertificate {
+                    client: r.get(0)?,
+                    subject: r.get(1)?,
+                    issuer: r.get(2)?,
+                    serial: r.get(3)?,
+                    sha256: r.get(4)?,
+                    not_after: r.get(5)?,
+                    first_seen: r.get(6)?,
+                    last_seen: r.get(7)?,
+                    handshakes: r.get::<_, i64>(8)?.max(0) as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            loaded.certificates.push(row.map_err(|e| self.err(e))?);
+        }
+        Ok(loaded)
+    }
+
+    /// Writes one batch in one transaction.
+    pub fn write(&mut self, batch: &FlushBatch) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })?;
+        let result = (|| -> Result<(), rusqlite::Error> {
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO clients (route, client, issuer, reason, detail, last_verdict, last_mode, count,
+                                          first_seen, last_seen, certificate, sources)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (route, client, issuer, reason) DO UPDATE SET
+                        detail = excluded.detail, last_verdict = excluded.last_verdict,
+                        last_mode = excluded.last_mode, count = excluded.count,
+                        first_seen = min(first_seen, excluded.first_seen), last_seen = excluded.last_seen,
+                        certificate = excluded.certificate, sources = excluded.sources",
+                )?;
+                for (route, r) in &batch.records {
+                    let issuer = r.certificate.as_ref().map(|c| c.issuer.clone()).unwrap_or_default();
+                    upsert.execute(params![
+                        &**route,
+                        r.client,
+                        issuer,
+                        r.reason.as_str(),
+                        r.detail,
+                        r.last_verdict.label(),
+                        r.last_mode.as_str(),
+                        r.count as i64,
+                        r.first_seen,
+                        r.last_seen,
+                        r.certificate.as_ref().and_then(|c| serde_json::to_string(c).ok()),
+                        serde_json::to_string(&r.sources).unwrap_or_else(|_| "[]".into()),
+                    ])?;
+                }
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO minutes (route, minute, requests, would_reject, rejected) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (route, minute) DO UPDATE SET requests = requests + excluded.requests,
+                        would_reject = would_reject + excluded.would_reject, rejected = rejected + excluded.rejected",
+                )?;
+                for (route, b) in &batch.minutes {
+                    add.execute(params![
+                        &**route,
+                        b.minute,
+                        b.requests as i64,
+                        b.would_reject as i64,
+                        b.rejected as i64
+                    ])?;
+                }
+                let mut seen = tx.prepare_cached(
+                    "INSERT INTO certificates (sha256, client, subject, issuer, serial, not_after, first_seen, last_seen, handshakes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (sha256) DO UPDATE SET last_seen = excluded.last_seen, handshakes = excluded.handshakes",
+                )?;
+                for c in &batch.certificates {
+                    seen.execute(params![
+                        c.sha256,
+                        c.client,
+                        c.subject,
+                        c.issuer,
+                        c.serial,
+                        c.not_after,
+                        c.first_seen,
+                        c.last_seen,
+                        c.handshakes as i64
+                    ])?;
+                }
+            }
+            if let Some(before) = batch.prune_before {
+                tx.execute("DELETE FROM clients WHERE last_seen < ?1", [before])?;
+                tx.execute("DELETE FROM minutes WHERE minute < ?1", [before])?;
+                tx.execute("DELETE FROM certificates WHERE last_seen < ?1", [before])?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => tx.commit(),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The writer thread: the only owner of the database connection.
+pub fn spawn_writer(
+    mut store: AuditStore,
+    status: Arc<Mutex<StoreStatus>>,
+) -> std::io::Result<mpsc::SyncSender<FlushBatch>> {
+    let (tx, rx) = mpsc::sync_channel::<FlushBatch>(4);
+    std::thread::Builder::new().name("audit-store".into()).spawn(move || {
+        for batch in rx {
+            let result = store.write(&batch);
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => {
+                    s.flushes += 1;
+                    s.last_error = None;
+                }
+                Err(e) => {
+                    // Serving goes on; the history in memory is intact and shown.
+                    if s.last_error.is_none() {
+                        tracing::error!(error = %e, "audit history not saved");
+                    }
+                    s.errors += 1;
+                    s.last_error = Some(e.to_string());
+                }
+            }
+        }
+    })?;
+    Ok(tx)
+}
