@@ -510,8 +510,12 @@
     if (action === "rollback") {
       title.textContent = "Roll back route";
       text.textContent = `Roll back ${routeName} from ${cur} to the previous looser mode?`;
-      detail.textContent = "The gateway returns to the mode before the route's last tightening (audit when unknown). " +
-        "It takes effect on the next request, without a reload, and stays until the override is cleared." +
+      const how = route.mode === "off"
+        ? "It already runs off, the loosest mode, so this only pins off as an override. "
+        : route.mode === "audit"
+          ? "The gateway returns to the mode before the route's last tightening; if none is known it stays audit, pinned as an override. "
+          : "The gateway returns to the mode before the route's last tightening, or audit if none is known. ";
+      detail.textContent = how + "It takes effect on the next request, without a reload, and stays until the override is cleared." +
         (yaml ? ` YAML says ${yaml}.` : "");
       confirmBtn.textContent = "Roll back";
       confirmBtn.className = "danger";
@@ -915,7 +919,7 @@
         h("h2", { id: "rej-h", text: "Would-be-rejected clients" }),
         h("div", { class: "toolbar" },
           h("label", { for: "reason-filter", text: "Reason" }),
-          h("select", { id: "reason-filter" }, h("option", { value: "", text: "All reasons" })),
+          h("select", { id: "reason-filter" }, h("option", { value: "", text: "All" })),
           h("span", { class: "spacer" }),
           h("a", { id: "export-csv", class: "button-link", download: `${name}-rejections.csv`, href: "#", text: "Export CSV" }),
           h("a", { id: "export-json", class: "button-link", download: `${name}-rejections.json`, href: "#", text: "Export JSON" })),
@@ -1017,8 +1021,8 @@
     for (const c of all) counts[c.reason] = (counts[c.reason] || 0) + 1;
     if (document.activeElement !== select) {
       renderIfChanged(select, { codes, counts, total: all.length }, () => [
-        h("option", { value: "", text: `All reasons (${all.length})` }),
-        codes.map((c) => h("option", { value: c, text: `${c} (${counts[c] || 0})` })),
+        h("option", { value: "", title: `${all.length} clients`, text: "All" }),
+        codes.map((c) => h("option", { value: c, title: `${counts[c] || 0} clients`, text: c })),
       ]);
       select.value = view.reason;
     }

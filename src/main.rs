@@ -78,6 +78,23 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// How ready a route is for enforce: the share of its requests enforce would have
+    /// rejected over the window. With --max-reject-ratio, exits 1 above it (a CI gate for
+    /// the YAML change that flips the route).
+    Readiness {
+        route: String,
+        #[arg(long, default_value = "24h")]
+        window: String,
+        #[arg(long)]
+        max_reject_ratio: Option<f64>,
+        /// Fail (exit 1) when the window holds fewer requests than this: no evidence.
+        #[arg(long, default_value_t = 0)]
+        min_requests: u64,
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
     /// Roll one route back (to the mode before its last tightening, or --to MODE), or
     /// clear its override; takes effect on the next request, without a reload.
     Rollback {
@@ -180,6 +197,14 @@ fn main() -> ExitCode {
         Command::Check { dir, format } => check(&dir, format),
         Command::Verify(args) => verify_command(args),
         Command::Demo { dir } => exit_on_error(demo(dir)),
+        Command::Readiness {
+            route,
+            window,
+            max_reject_ratio,
+            min_requests,
+            admin,
+            format,
+        } => readiness(&route, &window, max_reject_ratio, min_requests, &admin, format),
         Command::Rollback {
             route,
             to,
@@ -189,6 +214,84 @@ fn main() -> ExitCode {
             token_file,
         } => rollback(&route, to, reason, clear, &admin, token_file.as_deref()),
     }
+}
+
+fn readiness(
+    route: &str,
+    window: &str,
+    max: Option<f64>,
+    min_requests: u64,
+    admin: &str,
+    format: OutputFormat,
+) -> ExitCode {
+    if let Some(r) = max.filter(|r| !(0.0..=1.0).contains(r)) {
+        eprintln!("phasegate readiness: --max-reject-ratio {r} is out of range (expected 0 to 1, e.g. 0.01)");
+        return ExitCode::from(2);
+    }
+    let result = (|| -> Result<(u16, serde_json::Value), String> {
+        let client = AdminClient::new(admin, None)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let path = format!(
+            "/api/routes/{}/readiness?window={}",
+            percent_encode(route),
+            percent_encode(window)
+        );
+        rt.block_on(client.call(http::Method::GET, &path, None))
+    })();
+    let v = match result {
+        Ok((200, v)) => v,
+        Ok((status, v)) => {
+            eprintln!(
+                "phasegate readiness: {} ({status})",
+                v["error"].as_str().unwrap_or(&v.to_string())
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("phasegate readiness: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ratio = v["reject_ratio"].as_f64().unwrap_or(0.0);
+    let requests = v["requests"].as_u64().unwrap_or(0);
+    let verdict = match max {
+        _ if requests < min_requests => Err(format!("only {requests} requests in the window (need {min_requests})")),
+        Some(limit) if ratio > limit => Err(format!("reject ratio {ratio:.4} is above {limit}")),
+        _ => Ok(()),
+    };
+    match format {
+        OutputFormat::Json => {
+            let mut out = v.clone();
+            out["ok"] = verdict.is_ok().into();
+            println!("{out}");
+        }
+        OutputFormat::Text => {
+            println!("{route} ({window}): {}", v["summary"].as_str().unwrap_or(""));
+            if let Err(why) = &verdict {
+                println!("not ready: {why}");
+            }
+        }
+    }
+    if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn parse_mode(text: &str) -> Result<phasegate::policy::Mode, String> {
@@ -209,16 +312,7 @@ fn rollback(
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let route_path: String = route
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let route_path = percent_encode(route);
         rt.block_on(async {
             if clear {
                 client

@@ -318,6 +318,7 @@ impl BackgroundService for ControlPlaneService {
                 self.reload_debounce,
             );
         }
+        crate::control::spawn_route_watch(control.clone(), self.admin_state.snapshot.clone());
         if self.reload_on_sighup {
             crate::control::spawn_sighup_listener(control);
         }

@@ -16,6 +16,9 @@ pub struct RouteView {
     pub active_override: Option<OverrideView>,
     pub trust: Option<String>,
     pub upstream: String,
+    pub enforce_percent: Option<u8>,
+    pub exemptions: Vec<ExemptionView>,
+    pub auto_rollback: Option<crate::policy::AutoRollback>,
     pub requests: u64,
     pub would_reject: u64,
     pub rejected: u64,
@@ -102,6 +105,15 @@ pub fn window(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64, se
 }
 
 #[derive(Serialize)]
+pub struct ExemptionView {
+    pub client: String,
+    pub until: i64,
+    pub reason: String,
+    /// False once `until` has passed: the client is decided by the route's mode again.
+    pub active: bool,
+}
+
+#[derive(Serialize)]
 pub struct OverrideView {
     #[serde(flatten)]
     pub value: Override,
@@ -135,6 +147,19 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64
         active_override,
         trust: r.trust.map(|b| snapshot.config.bundles[b].name.clone()),
         upstream: r.upstream.address.to_string(),
+        enforce_percent: r.mtls.enforce_percent,
+        exemptions: r
+            .mtls
+            .exemptions
+            .iter()
+            .map(|e| ExemptionView {
+                client: e.who.to_string(),
+                until: e.until,
+                reason: e.reason.clone(),
+                active: e.is_active(now),
+            })
+            .collect(),
+        auto_rollback: r.auto_rollback,
         requests,
         would_reject,
         rejected,

@@ -7,6 +7,7 @@
 
 mod history;
 mod rollback;
+mod route_watch;
 pub mod state;
 mod watch;
 
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use history::{diff, HistoryEntry, ReloadSource, RouteChange};
 pub use rollback::{rollback_target, ModeChange};
+pub use route_watch::spawn_route_watch;
 pub use watch::{spawn_sighup_listener, spawn_watcher};
 
 use crate::audit::Recorder;
