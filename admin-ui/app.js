@@ -175,7 +175,7 @@
         redirect: "error",
       });
     } catch (e) {
-      throw new ApiError(0, `admin API unreachable (${e && e.message ? e.message : e})`, "network");
+      throw new ApiError(0, `network error: ${e && e.message ? e.message : e}`, "network");
     }
     const text = await res.text().catch(() => "");
     let data = null;

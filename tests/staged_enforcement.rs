@@ -1,0 +1,165 @@
+//! Staged enforcement: exemptions with an end date, enforce_percent by stable client
+//! bucket, and automatic rollback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{pki::ClientCert, Client, ClientKind, ClientOptions, TestGateway, TestPki};
+use phasegate::devpki::LeafSpec;
+
+const PROD: &str = "spiffe://test.example/ns/prod/";
+
+async fn get(gw: &TestGateway, pki: &TestPki, cert: Option<ClientCert>, path: &str) -> common::Reply {
+    let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(cert);
+    common::client::get_once(gw.addr, &opts, "api.test", path).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemptions_let_clients_pass_before_their_date_and_not_after() {
+    let pki = TestPki::new();
+    let routes = format!(
+        r#"
+routes:
+  - name: current
+    match: {{ host: api.test, path_prefix: /current }}
+    upstream: {{ address: "{{backend}}" }}
+    mtls:
+      mode: enforce
+      trust: internal
+      allow: [{{ uri_prefix: "{PROD}" }}]
+      exempt:
+        - {{ identity: "uri:{intruder}", until: 2999-01-31, reason: "migrating by Q1" }}
+        - {{ cidr: 127.0.0.0/8, until: 2999-01-31, reason: "legacy batch host" }}
+  - name: lapsed
+    match: {{ host: api.test, path_prefix: /lapsed }}
+    upstream: {{ address: "{{backend}}" }}
+    mtls:
+      mode: enforce
+      trust: internal
+      allow: [{{ uri_prefix: "{PROD}" }}]
+      exempt:
+        - {{ identity: "uri:{intruder}", until: 2020-01-31, reason: "was migrating" }}
+"#,
+        intruder = common::pki::NOT_ALLOWED_URI
+    );
+    let gw = TestGateway::start(&pki, &routes).await;
+    let intruder = pki.client(ClientKind::NotAllowed);
+    let reply = get(&gw, &pki, intruder.clone(), "/current").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("x-mtls-verdict").unwrap(), "exempt");
+    // no certificate, but from an exempt network
+    assert_eq!(get(&gw, &pki, None, "/current").await.status, 200);
+    // revocation is never exempt, whatever the network
+    let revoked = get(&gw, &pki, pki.client(ClientKind::Revoked), "/current").await;
+    assert_eq!(
+        (revoked.status, revoked.json()["reason"].clone()),
+        (403, "revoked".into())
+    );
+    // past its date, the exemption no longer applies
+    let lapsed = get(&gw, &pki, intruder, "/lapsed").await;
+    assert_eq!(
+        (lapsed.status, lapsed.json()["reason"].clone()),
+        (403, "identity_not_allowed".into())
+    );
+
+    let (_, route) = gw.admin_get("/api/routes/lapsed").await;
+    assert_eq!(route["exemptions"][0]["active"], false, "{route}");
+    let (_, route) = gw.admin_get("/api/routes/current").await;
+    assert_eq!(route["exemptions"][0]["active"], true);
+    assert_eq!(
+        route["exemptions"][0]["client"],
+        format!("uri:{}", common::pki::NOT_ALLOWED_URI)
+    );
+    // exempt clients are recorded as exempt and do not count against readiness
+    let mut records = serde_json::Value::Null;
+    for _ in 0..100 {
+        records = gw.admin_get("/api/routes/current/rejections").await.1;
+        if records["clients"].as_array().map_or(0, |c| c.len()) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let verdicts: Vec<&str> = records["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["last_verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts.iter().filter(|v| **v == "exempt").count(), 2, "{records}");
+    let (_, readiness) = gw.admin_get("/api/routes/current/readiness?window=1h").await;
+    assert_eq!(readiness["requests"], 3);
+    assert_eq!(readiness["would_reject"], 1, "only the revoked client: {readiness}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_percent_enforces_the_same_clients_every_time() {
+    let pki = TestPki::new();
+    let routes = r#"
+routes:
+  - name: staged
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: enforce, trust: internal, enforce_percent: 50, allow: [{ uri: "spiffe://test.example/ns/prod/sa/checkout" }] }
+"#;
+    let gw = TestGateway::start(&pki, routes).await;
+    let mut enforced = 0;
+    for i in 0..24 {
+        let uri = format!("spiffe://test.example/ns/team-{i}/sa/worker");
+        let cert = pki.issue(&LeafSpec::client(&uri));
+        let expected_enforced = phasegate::policy::percentile(format!("uri:{uri}").as_bytes()) < 50;
+        for _ in 0..2 {
+            let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(Some(cert.clone()));
+            let mut client = Client::connect(gw.addr, &opts).await.unwrap();
+            let reply = client.get("api.test", "/").await;
+            let status = if expected_enforced { 403 } else { 200 };
+            assert_eq!(reply.status, status, "{uri}: {}", reply.body);
+        }
+        enforced += usize::from(expected_enforced);
+    }
+    assert!(
+        (4..=20).contains(&enforced),
+        "both groups exercised: {enforced} of 24 enforced"
+    );
+    // the allowed client passes whichever group it is in
+    assert_eq!(get(&gw, &pki, pki.client(ClientKind::Good), "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rollback_trips_and_the_next_request_passes() {
+    let pki = TestPki::new();
+    let routes = r#"
+routes:
+  - name: fragile
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls:
+      mode: enforce
+      trust: internal
+      auto_rollback: { max_reject_ratio: 0.5, window: 60s, min_requests: 5 }
+"#;
+    let gw = TestGateway::start(&pki, routes).await;
+    let mut client = Client::connect(gw.addr, &ClientOptions::new(pki.root_pem(), "api.test"))
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        assert_eq!(client.get("api.test", "/").await.status, 403);
+    }
+    let mut route = serde_json::Value::Null;
+    for _ in 0..150 {
+        route = gw.admin_get("/api/routes/fragile").await.1;
+        if route["mode"] == "audit" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(route["mode"], "audit", "{route}");
+    assert_eq!(route["override"]["kind"], "auto_rollback");
+    let reason = route["override"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("rejected 100.0% of "), "{reason}");
+    assert!(route["override"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("rolled back automatically"));
+    assert_eq!(client.get("api.test", "/").await.status, 200, "the next request passes");
+}
