@@ -1,0 +1,344 @@
+//! The admin page end to end, in a real headless Chromium driven over WebDriver: operators
+//! see who would be rejected and why, roll a route back with one click, see reload errors,
+//! and are refused without the token. Screenshots go to target/screenshots/.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (installed by .ci/run).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, Client, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+
+const ROUTES: &str = r#"
+routes:
+  - name: orders
+    match: { host: api.test, path_prefix: /orders }
+    upstream: { address: "{backend}" }
+    mtls: { mode: audit, trust: internal, allow: [{ uri_prefix: "spiffe://test.example/ns/prod/" }] }
+  - name: payments
+    match: { host: api.test, path_prefix: /payments }
+    upstream: { address: "{backend}" }
+    mtls: { mode: enforce, trust: internal }
+"#;
+
+struct Driver {
+    process: Child,
+    browser: Option<Browser>,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts chromedriver and a headless Chromium session.
+async fn browser(width: u32, height: u32) -> Driver {
+    let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&driver).exists() && std::path::Path::new(&chromium).exists(),
+        "browser tests need Chromium and ChromeDriver: apt-get install chromium chromium-driver (or set CHROMIUM and CHROMEDRIVER)"
+    );
+    let port = free_port();
+    let process = Command::new(&driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    common::wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let profile = tempfile::tempdir().unwrap();
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", format!("--window-size={width},{height}"),
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    });
+    let caps = caps.as_object().unwrap().clone().into_iter().collect();
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session");
+    Driver {
+        process,
+        browser: Some(browser),
+        _profile: profile,
+    }
+}
+
+impl Driver {
+    fn b(&self) -> &Browser {
+        self.browser.as_ref().unwrap()
+    }
+
+    /// Waits up to 10 s for an element whose text satisfies `ok`; returns the text.
+    async fn text_of(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        for _ in 0..200 {
+            if let Ok(e) = self.b().find(Locator::Css(css)).await {
+                if let Ok(t) = e.text().await {
+                    if ok(&t) {
+                        return t;
+                    }
+                    last = t;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.screenshot("failure").await;
+        panic!("{css} never matched; last text: {last:?}");
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self
+            .b()
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        e.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        if let Ok(png) = self.b().screenshot().await {
+            std::fs::write(&path, png).unwrap();
+            println!("screenshot: {}", path.display());
+        }
+        path
+    }
+
+    async fn set_token(&self, token: &str) {
+        let input = self.b().find(Locator::Id("admin-token")).await.unwrap();
+        input.send_keys(token).await.unwrap();
+        self.click("#save-token").await;
+        self.text_of("#token-state", |t| t.contains("token set")).await;
+    }
+
+    async fn close(mut self) {
+        if let Some(b) = self.browser.take() {
+            let _ = b.close().await;
+        }
+    }
+}
+
+async fn anonymous_get(gw: &TestGateway, pki: &TestPki, path: &str) -> u16 {
+    common::client::get_once(
+        gw.addr,
+        &ClientOptions::new(pki.root_pem(), "api.test"),
+        "api.test",
+        path,
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_less_clients_of_an_audit_route_appear_with_reason_no_cert() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let d = browser(1280, 900).await;
+    d.b()
+        .goto(&format!("http://{}/#/route/orders", gw.admin))
+        .await
+        .unwrap();
+    d.text_of("#rejections-empty", |t| {
+        t.contains("No would-be-rejected clients recorded")
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(anonymous_get(&gw, &pki, "/orders").await, 200);
+    }
+    // the page updates on its own, without a reload
+    let reason = d
+        .text_of("#rejections tr[data-reason='no_cert'] [data-field='reason']", |t| {
+            !t.is_empty()
+        })
+        .await;
+    assert!(reason.contains("no_cert"), "{reason}");
+    let count = d
+        .text_of("#rejections tr[data-reason='no_cert'] [data-field='count']", |t| {
+            t.trim() == "3"
+        })
+        .await;
+    assert_eq!(count.trim(), "3");
+    let client = d
+        .text_of("#rejections tr[data-reason='no_cert'] [data-field='client']", |t| {
+            !t.is_empty()
+        })
+        .await;
+    assert!(client.contains("127.0.0.1"), "{client}");
+    let readiness = d
+        .text_of("[data-field='readiness']", |t| t.contains("would reject"))
+        .await;
+    assert!(readiness.contains("100.0% of requests from 1 client"), "{readiness}");
+    let csv = d
+        .b()
+        .find(Locator::Id("export-csv"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(csv.contains("format=csv"), "{csv}");
+    d.screenshot("route-detail-no-cert").await;
+    d.b().goto(&format!("http://{}/#/", gw.admin)).await.unwrap();
+    d.text_of("tr[data-route='orders'] [data-field='would-reject-1h']", |t| {
+        t.trim() == "3"
+    })
+    .await;
+    d.screenshot("overview-desktop").await;
+    d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicking_roll_back_on_an_enforce_route_lets_the_next_request_pass() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let mut client = Client::connect(gw.addr, &ClientOptions::new(pki.root_pem(), "api.test"))
+        .await
+        .unwrap();
+    assert_eq!(client.get("api.test", "/payments").await.status, 403);
+    let d = browser(1280, 900).await;
+    d.b().goto(&format!("http://{}/#/", gw.admin)).await.unwrap();
+    d.set_token(ADMIN_TOKEN).await;
+    d.click("tr[data-route='payments'] button[data-action='rollback']")
+        .await;
+    let text = d.text_of("#confirm-text", |t| t.contains("payments")).await;
+    assert!(text.starts_with("Roll back payments"), "{text}");
+    d.b()
+        .find(Locator::Id("confirm-reason"))
+        .await
+        .unwrap()
+        .send_keys("checkout 403s")
+        .await
+        .unwrap();
+    d.screenshot("rollback-confirm").await;
+    d.click("#confirm button[data-action='confirm']").await;
+    let message = d.text_of("#message", |t| t.contains("→")).await;
+    assert!(message.contains("payments: enforce → audit"), "{message}");
+    // the very next request on the same keep-alive connection passes
+    assert_eq!(client.get("api.test", "/payments").await.status, 200);
+    let summary = d
+        .text_of("tr[data-route='payments'] [data-field='override']", |t| {
+            t.contains("rolled back")
+        })
+        .await;
+    assert!(summary.contains("YAML says enforce; running audit since"), "{summary}");
+    assert!(summary.contains("checkout 403s"), "{summary}");
+    d.screenshot("overview-after-rollback").await;
+    // clear the override again with the button that appeared
+    d.click("tr[data-route='payments'] button[data-action='clear-override']")
+        .await;
+    d.click("#confirm button[data-action='confirm']").await;
+    d.text_of("tr[data-route='payments'] [data-field='mode']", |t| {
+        t.contains("enforce")
+    })
+    .await;
+    assert_eq!(client.get("api.test", "/payments").await.status, 403);
+    d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_yaml_shows_its_error_with_file_and_line_on_the_config_page() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let d = browser(1280, 900).await;
+    d.b().goto(&format!("http://{}/#/config", gw.admin)).await.unwrap();
+    d.text_of("#config-error", |t| t.contains("No reload errors")).await;
+    let broken = format!(
+        "{}{}",
+        pki.base_yaml(gw.addr.port()),
+        ROUTES
+            .replace("{backend}", &gw.backend.to_string())
+            .replace("mode: enforce", "mode: enforced")
+    );
+    pki.write("policies/gateway.yaml", &broken);
+    let line = broken.lines().position(|l| l.contains("mode: enforced")).unwrap() + 1;
+    let error = d.text_of("#config-error", |t| t.contains("enforced")).await;
+    let file = pki.path("policies/gateway.yaml");
+    assert!(error.contains(&format!("{}:{line}:", file.display())), "{error}");
+    assert!(
+        error.contains("routes[1].mtls.mode: unknown variant `enforced`"),
+        "{error}"
+    );
+    assert_eq!(d.text_of("#config-generation", |t| !t.is_empty()).await.trim(), "1");
+    d.screenshot("config-error").await;
+    // the gateway still serves the last good configuration
+    assert_eq!(anonymous_get(&gw, &pki, "/payments").await, 403);
+    d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_without_the_token_is_refused() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let d = browser(1280, 900).await;
+    d.b().goto(&format!("http://{}/#/", gw.admin)).await.unwrap();
+    d.text_of("#token-state", |t| t.contains("no token")).await;
+    d.click("tr[data-route='payments'] button[data-action='rollback']")
+        .await;
+    d.click("#confirm button[data-action='confirm']").await;
+    let message = d.text_of("#message", |t| t.contains("401")).await;
+    assert!(message.contains("missing bearer token"), "{message}");
+    d.screenshot("refused-without-token").await;
+    // a wrong token is refused too, and nothing changed
+    d.set_token("not-the-token").await;
+    d.click("tr[data-route='payments'] button[data-action='rollback']")
+        .await;
+    d.click("#confirm button[data-action='confirm']").await;
+    d.text_of("#message", |t| t.contains("wrong admin token")).await;
+    assert_eq!(anonymous_get(&gw, &pki, "/payments").await, 403);
+    d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_fits_a_phone_screen() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    assert_eq!(anonymous_get(&gw, &pki, "/orders").await, 200);
+    let d = browser(390, 844).await;
+    for (view, name) in [
+        ("#/", "overview"),
+        ("#/route/orders", "route"),
+        ("#/config", "config"),
+        ("#/certificates", "certificates"),
+    ] {
+        d.b().goto(&format!("http://{}/{view}", gw.admin)).await.unwrap();
+        d.text_of("main", |t| !t.is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let overflow = d
+            .b()
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{view} overflows the viewport by {overflow}px"
+        );
+        d.screenshot(&format!("phone-{name}")).await;
+    }
+    d.close().await;
+}
