@@ -470,7 +470,11 @@
       clear.disabled = !has;
     }
     const rb = $('button[data-action="rollback"]', container);
-    if (rb) rb.title = `Roll back ${route.name} from ${route.mode} to the previous looser mode`;
+    if (rb) {
+      rb.title = route.rollback_target && route.rollback_target !== route.mode
+        ? `Roll back ${route.name} from ${route.mode} to ${route.rollback_target}`
+        : `Roll back ${route.name} from ${route.mode} to the previous looser mode`;
+    }
   }
 
   // Latest route objects, for dialog texts.
@@ -509,7 +513,10 @@
 
     if (action === "rollback") {
       title.textContent = "Roll back route";
-      text.textContent = `Roll back ${routeName} from ${cur} to the previous looser mode?`;
+      const to = route.rollback_target;
+      text.textContent = to && to !== route.mode
+        ? `Roll back ${routeName} from ${cur} to ${to}?`
+        : `Roll back ${routeName} from ${cur} to the previous looser mode?`;
       const how = route.mode === "off"
         ? "It already runs off, the loosest mode, so this only pins off as an override. "
         : route.mode === "audit"
@@ -894,7 +901,10 @@
             h("dt", { text: "7 d" }), f("readiness-7d", "dd"))),
         h("section", { class: "card", "aria-labelledby": "act-h" },
           h("h2", { id: "act-h", text: "Actions" }),
-          f("actions", "div"))),
+          f("actions", "div")),
+        h("section", { class: "card", "aria-labelledby": "staging-h" },
+          h("h2", { id: "staging-h", text: "Staging" }),
+          f("staging", "div"))),
       h("div", { class: "detail-grid" },
       h("div", { class: "table-wrap" },
         h("table", { id: "windows", class: "data compact" },
@@ -992,6 +1002,7 @@
       view.actionsBuilt = true;
     }
     updateActions(actions, route);
+    renderIfChanged(cell("staging"), [route.enforce_percent, route.exemptions, route.auto_rollback], () => stagingContent(route));
 
     const windows = { "1h": route.last_hour || {}, "24h": route.last_day || {}, total: { requests: route.requests, would_reject: route.would_reject, rejected: route.rejected, clients: null } };
     for (const [w, v] of Object.entries(windows)) {
@@ -1008,6 +1019,32 @@
     const minute = Math.floor(Date.now() / 60000);
     renderIfChanged(cell("chart"), { s: route.series, minute }, () => buildChart(route.series, true));
     renderRejections(view, rej);
+  }
+
+  // enforce_percent, dated exemptions and automatic rollback of a route.
+  function stagingContent(route) {
+    const items = [];
+    if (route.enforce_percent !== null && route.enforce_percent !== undefined) {
+      items.push(h("p", null, h("strong", { text: `${route.enforce_percent}%` }),
+        " of clients are enforced (stable by identity); the rest are audited."));
+    }
+    const ar = route.auto_rollback;
+    if (ar) {
+      items.push(h("p", null, "Automatic rollback to audit above ",
+        h("strong", { text: `${(num(ar.max_reject_ratio) * 100).toFixed(1)}%` }),
+        ` rejected over ${ar.window_secs}s (at least ${fmtNum(ar.min_requests)} requests).`));
+    }
+    const ex = Array.isArray(route.exemptions) ? route.exemptions : [];
+    if (ex.length) {
+      items.push(h("ul", { class: "exemptions", "data-field": "exemptions" }, ex.map((e) =>
+        h("li", { "data-exemption": e.client ?? "", "data-active": e.active ? "true" : "false" },
+          h("code", { text: e.client ?? "?" }), " ",
+          h("span", { class: e.active ? "badge" : "badge expired", text: e.active ? "exempt" : "expired" }),
+          " until ", timeEl(e.until, { rel: false }),
+          e.reason ? h("span", { class: "muted small block", text: e.reason }) : null))));
+    }
+    if (!items.length) items.push(h("p", { class: "muted", text: "No staging: the mode applies to every client." }));
+    return items;
   }
 
   function renderRejections(view, rej) {

@@ -23,6 +23,15 @@ routes:
     match: { host: api.test, path_prefix: /payments }
     upstream: { address: "{backend}" }
     mtls: { mode: enforce, trust: internal }
+  - name: staged
+    match: { host: api.test, path_prefix: /staged }
+    upstream: { address: "{backend}" }
+    mtls:
+      mode: enforce
+      trust: internal
+      enforce_percent: 25
+      exempt: [{ cidr: 10.0.0.0/8, until: 2020-01-01, reason: "old VPN pool" }]
+      auto_rollback: { max_reject_ratio: 0.05, window: 60s, min_requests: 50 }
 "#;
 
 struct Driver {
@@ -207,6 +216,18 @@ async fn certificate_less_clients_of_an_audit_route_appear_with_reason_no_cert()
     })
     .await;
     d.screenshot("overview-desktop").await;
+    d.b()
+        .goto(&format!("http://{}/#/route/staged", gw.admin))
+        .await
+        .unwrap();
+    let staging = d.text_of("[data-field='staging']", |t| t.contains("25%")).await;
+    assert!(staging.contains("Automatic rollback to audit above 5.0%"), "{staging}");
+    let exemption = d.text_of("[data-exemption='cidr:10.0.0.0/8']", |t| !t.is_empty()).await;
+    assert!(
+        exemption.contains("expired") && exemption.contains("old VPN pool"),
+        "{exemption}"
+    );
+    d.screenshot("route-detail-staging").await;
     d.close().await;
 }
 
@@ -224,7 +245,7 @@ async fn clicking_roll_back_on_an_enforce_route_lets_the_next_request_pass() {
     d.click("tr[data-route='payments'] button[data-action='rollback']")
         .await;
     let text = d.text_of("#confirm-text", |t| t.contains("payments")).await;
-    assert!(text.starts_with("Roll back payments"), "{text}");
+    assert_eq!(text, "Roll back payments from enforce to audit?");
     d.b()
         .find(Locator::Id("confirm-reason"))
         .await

@@ -168,10 +168,11 @@ async fn config_history(State(state): State<SharedAdmin>) -> Json<serde_json::Va
 
 async fn list_routes(State(state): State<SharedAdmin>) -> Json<Vec<views::RouteView>> {
     let snapshot = state.snapshot.load();
+    let status = state.control.status();
     let now = unix_now();
     Json(state.recorder.read(|audit| {
         (0..snapshot.config.routes.len())
-            .map(|id| views::route_view(&snapshot, audit, id, now))
+            .map(|id| views::route_view(&snapshot, audit, &status, id, now))
             .collect()
     }))
 }
@@ -189,12 +190,11 @@ async fn route_detail(
     Path(name): Path<String>,
 ) -> Result<Json<views::RouteView>, ApiError> {
     let snapshot = state.snapshot.load();
+    let status = state.control.status();
     let id = route_id(&snapshot, &name)?;
-    Ok(Json(
-        state
-            .recorder
-            .read(|audit| views::route_view(&snapshot, audit, id, unix_now())),
-    ))
+    Ok(Json(state.recorder.read(|audit| {
+        views::route_view(&snapshot, audit, &status, id, unix_now())
+    })))
 }
 
 #[derive(Deserialize, Default)]
@@ -229,7 +229,7 @@ async fn route_readiness(
     let w = state
         .recorder
         .read(|audit| views::window(&snapshot, audit, id, unix_now(), secs));
-    Ok(Json(views::readiness(&name, secs, w)))
+    Ok(Json(views::readiness(&name, snapshot.effective_mode(id), secs, w)))
 }
 
 #[derive(Deserialize, Default)]

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::audit::{AuditState, Bucket, WindowTotals};
+use crate::control::ConfigStatus;
 use crate::policy::{Mode, Override, RouteId, Snapshot};
 
 #[derive(Serialize)]
@@ -12,6 +13,8 @@ pub struct RouteView {
     pub path_prefix: String,
     pub yaml_mode: Mode,
     pub mode: Mode,
+    /// Where a rollback would take the route now.
+    pub rollback_target: Mode,
     #[serde(rename = "override")]
     pub active_override: Option<OverrideView>,
     pub trust: Option<String>,
@@ -49,13 +52,15 @@ pub struct Readiness {
     pub summary: String,
 }
 
-pub fn readiness(route: &str, window_secs: i64, w: WindowView) -> Readiness {
+pub fn readiness(route: &str, mode: Mode, window_secs: i64, w: WindowView) -> Readiness {
     let ratio = if w.totals.requests == 0 {
         0.0
     } else {
         w.totals.would_reject as f64 / w.totals.requests as f64
     };
-    let summary = if w.totals.requests == 0 {
+    let summary = if mode == Mode::Off {
+        "the route is off: clients are not evaluated (audit it first to measure)".to_string()
+    } else if w.totals.requests == 0 {
         format!("no requests in the last {}", short_duration(window_secs))
     } else {
         format!(
@@ -79,6 +84,7 @@ pub fn readiness(route: &str, window_secs: i64, w: WindowView) -> Readiness {
 /// `24h`, `15m`, `90s`: how operators write windows.
 pub fn short_duration(secs: i64) -> String {
     match secs {
+        s if s % 86_400 == 0 && s > 86_400 => format!("{}d", s / 86_400),
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
@@ -123,7 +129,7 @@ pub struct OverrideView {
     pub summary: String,
 }
 
-pub fn route_view(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64) -> RouteView {
+pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus, id: RouteId, now: i64) -> RouteView {
     let r = &snapshot.config.routes[id];
     let last_hour = window(snapshot, audit, id, now, 3600);
     let last_day = window(snapshot, audit, id, now, 86_400);
@@ -144,6 +150,7 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64
         path_prefix: r.path_prefix.clone(),
         yaml_mode: r.mode,
         mode: snapshot.effective_mode(id),
+        rollback_target: status.rollback_target(&r.name, snapshot.effective_mode(id)),
         active_override,
         trust: r.trust.map(|b| snapshot.config.bundles[b].name.clone()),
         upstream: r.upstream.address.to_string(),
@@ -165,7 +172,7 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64
         rejected,
         last_hour,
         last_day,
-        readiness: readiness(&r.name, 86_400, last_day),
+        readiness: readiness(&r.name, snapshot.effective_mode(id), 86_400, last_day),
         series,
     }
 }

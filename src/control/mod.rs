@@ -47,8 +47,20 @@ pub struct ConfigStatus {
     pub state_error: Option<String>,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Unix seconds at which this process started (counters "since start" begin here).
+    pub started_at: i64,
     #[serde(skip)]
     pub history: Vec<HistoryEntry>,
+    /// Recent mode changes of routes that have any, for rollback targets.
+    #[serde(skip)]
+    pub mode_changes: HashMap<String, Vec<ModeChange>>,
+}
+
+impl ConfigStatus {
+    /// Where a rollback of `route`, now running `current`, would go.
+    pub fn rollback_target(&self, route: &str, current: Mode) -> Mode {
+        rollback_target(current, self.mode_changes.get(route).map_or(&[][..], |v| v.as_slice()))
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -236,7 +248,9 @@ impl ControlPlane {
             state_error: None,
             reloads_ok: 0,
             reloads_failed: 0,
+            started_at: now,
             history: vec![entry.clone()],
+            mode_changes: HashMap::new(),
         }));
         let (tx, rx) = mpsc::channel(64);
         let plane = ControlPlane {
@@ -308,6 +322,8 @@ impl ControlPlane {
                 status.reloads_ok += 1;
                 status.last_error = None;
                 let (entry, snapshot) = self.apply(&current, config, source, at);
+                // apply() published the new mode history; keep it in this copy too
+                status.mode_changes = self.mode_change_map();
                 status.generation = snapshot.generation;
                 status.content_hash = snapshot.config.content_hash.clone();
                 status.loaded_at = at;
@@ -400,12 +416,7 @@ impl ControlPlane {
                 overrides.remove(route);
             }
             OverrideRequest::Rollback { to, reason } => {
-                let history: Vec<ModeChange> = self
-                    .mode_changes
-                    .get(route)
-                    .map(|h| h.iter().cloned().collect())
-                    .unwrap_or_default();
-                let target = to.unwrap_or_else(|| rollback_target(previous_mode, &history));
+                let target = to.unwrap_or_else(|| self.status.load().rollback_target(route, previous_mode));
                 overrides.insert(route.to_string(), set(target, OverrideKind::Rollback, reason)?);
             }
             OverrideRequest::SetMode { mode, reason } => {
@@ -452,6 +463,16 @@ impl ControlPlane {
                 }
             }
         }
+        let mut status = (*self.status.load_full()).clone();
+        status.mode_changes = self.mode_change_map();
+        self.status.store(Arc::new(status));
+    }
+
+    fn mode_change_map(&self) -> HashMap<String, Vec<ModeChange>> {
+        self.mode_changes
+            .iter()
+            .map(|(route, changes)| (route.clone(), changes.iter().cloned().collect()))
+            .collect()
     }
 
     /// Writes the overrides; a failure is reported, counted and shown, never fatal.
