@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::audit::{Aggregator, Recorder};
 use crate::control::{ControlHandle, ControlPlane, StartupError};
 use crate::policy::SharedSnapshot;
 use crate::proxy::MtlsProxy;
-use crate::tls::HandshakeCallbacks;
+use crate::tls::{ClientHelloDeadline, HandshakeCallbacks};
 
 /// How to run a gateway process.
 #[derive(Clone, Debug)]
@@ -161,6 +161,9 @@ impl Gateway {
             service.add_tls_with_settings(&listener.address.to_string(), None, tls);
             listeners.push(listener.address);
         }
+        service.endpoints().set_pre_tls_callback(Arc::new(ClientHelloDeadline {
+            snapshot: snapshot.clone(),
+        }));
         server.add_service(service);
 
         if !admin_addr.ip().is_loopback() && settings.admin_token.is_none() {

@@ -159,5 +159,21 @@ pub fn certificates(snapshot: &Snapshot, recorder: &Recorder, now: i64) -> serde
         }
     }
     own.sort_by_key(|v| v["not_after"].as_i64());
-    serde_json::json!({ "watch_days": WATCH_DAYS, "clients": clients, "gateway": own })
+    let crls: Vec<serde_json::Value> = config
+        .bundles
+        .iter()
+        .filter(|b| b.crl_stale == crate::policy::CrlStale::FailClosed)
+        .flat_map(|b| {
+            b.crl_next_updates.iter().map(move |(issuer, next)| {
+                serde_json::json!({
+                    "bundle": b.name,
+                    "issuer": issuer,
+                    "next_update": next,
+                    "days_left": days_left(*next),
+                    "stale": *next <= now,
+                })
+            })
+        })
+        .collect();
+    serde_json::json!({ "watch_days": WATCH_DAYS, "clients": clients, "gateway": own, "crls": crls })
 }

@@ -160,6 +160,25 @@ impl Collector for GatewayMetrics {
             Gauge,
             own,
         )?;
+        let crls = certs["crls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (
+                    vec![("bundle", text("bundle")), ("issuer", text("issuer"))],
+                    ConstGauge::new(c["days_left"].as_i64().unwrap_or(0)),
+                )
+            });
+        family(
+            &mut encoder,
+            "phasegate_crl_next_update_days",
+            "Days until each CRL's nextUpdate (negative: stale).",
+            Gauge,
+            crls,
+        )?;
         let (within7, within30) = state.recorder.read(|a| {
             let soon = |days: i64| {
                 let mut names: Vec<String> = a

@@ -18,6 +18,7 @@ pub struct RouteView {
     #[serde(rename = "override")]
     pub active_override: Option<OverrideView>,
     pub trust: Option<String>,
+    pub crl_stale: crate::policy::CrlStale,
     pub upstream: String,
     pub enforce_percent: Option<u8>,
     pub exemptions: Vec<ExemptionView>,
@@ -153,6 +154,7 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus
         rollback_target: status.rollback_target(&r.name, snapshot.effective_mode(id)),
         active_override,
         trust: r.trust.map(|b| snapshot.config.bundles[b].name.clone()),
+        crl_stale: r.crl_stale,
         upstream: r.upstream.address.to_string(),
         enforce_percent: r.mtls.enforce_percent,
         exemptions: r

@@ -140,7 +140,7 @@ pub fn standalone(opts: &Standalone, cert_pem: &[u8]) -> Result<VerifyReport, St
     if let Some(depth) = opts.max_depth {
         limits.max_depth = depth;
     }
-    let anchors = TrustAnchors::new(anchors, intermediates, &crls, limits, opts.at)
+    let anchors = TrustAnchors::new(anchors, intermediates, &crls, limits, false, opts.at)
         .map_err(|e| format!("cannot build trust store: {e}"))?;
     let peer = PeerCertificate::from_pem(cert_pem)?;
     let outcome = anchors.verify(&peer, opts.require_eku);

@@ -1,7 +1,7 @@
 //! Raw files → validated, compiled [`CompiledConfig`]. Every problem is collected with its
 //! file, line and YAML path; nothing is half-built: either all of it compiles or none.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use super::diagnostic::{Diagnostic, Diagnostics};
 use super::positions::Positions;
 use super::raw::*;
 use crate::policy::{
-    AllowEntry, AllowList, AutoRollback, BundleId, CompiledConfig, ExemptClient, Exemption, Listener, Mode, MtlsPolicy,
-    Route, RouteTable, ServerCertificate, TrustBundle, Upstream, UpstreamTls,
+    AllowEntry, AllowList, AutoRollback, BundleId, CompiledConfig, CrlStale, ExemptClient, Exemption, Listener, Mode,
+    MtlsPolicy, Route, RouteTable, ServerCertificate, TrustBundle, Upstream, UpstreamTls,
 };
 use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
 
@@ -292,7 +292,18 @@ impl<'a> Compiler<'a> {
 
     /// Bundles by name; a bundle with problems maps to `None` so routes naming it do not
     /// report it a second time as unknown.
-    fn trust_bundles(&mut self, files: &[RawFile]) -> (Vec<TrustBundle>, HashMap<String, Option<BundleId>>) {
+    fn trust_bundles(
+        &mut self,
+        files: &[RawFile],
+    ) -> (Vec<TrustBundle>, HashMap<(String, CrlStale), Option<BundleId>>) {
+        // bundles that `crl_stale: fail-open` routes use get a lenient second compilation
+        let lenient: HashSet<&str> = files
+            .iter()
+            .flat_map(|f| &f.routes)
+            .filter_map(|r| r.mtls.as_ref())
+            .filter(|m| m.crl_stale == Some(CrlStale::FailOpen))
+            .filter_map(|m| m.trust.as_deref())
+            .collect();
         let mut bundles = Vec::new();
         let mut ids = HashMap::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -334,24 +345,48 @@ impl<'a> Compiler<'a> {
                     limits.max_depth = depth;
                 }
                 let (Some(anchors), Some(intermediates), true) = (anchors, intermediates, crls_ok) else {
-                    ids.insert(name.clone(), None);
+                    ids.insert((name.clone(), CrlStale::FailClosed), None);
+                    ids.insert((name.clone(), CrlStale::FailOpen), None);
                     continue;
                 };
                 let mut sources = vec![self.resolve(&at, &b.ca)];
                 sources.extend(b.intermediates.iter().map(|p| self.resolve(&at, p)));
-                match TrustAnchors::new(anchors, intermediates, &crls, limits, None) {
-                    Ok(anchors) => {
-                        ids.insert(name.clone(), Some(bundles.len()));
-                        bundles.push(TrustBundle {
-                            name: name.clone(),
-                            anchors,
-                            sources,
-                        });
+                sources.extend(b.crl.iter().map(|p| self.resolve(&at, p)));
+                let crl_next_updates: Vec<(String, i64)> = crls
+                    .iter()
+                    .map(|c| {
+                        let issuer = crate::tls::describe_name(c.issuer_name());
+                        let next = c.next_update().and_then(unix_time).unwrap_or(i64::MAX);
+                        (issuer, next)
+                    })
+                    .collect();
+                let variants = if lenient.contains(name.as_str()) && !crls.is_empty() {
+                    &[CrlStale::FailClosed, CrlStale::FailOpen][..]
+                } else {
+                    &[CrlStale::FailClosed][..]
+                };
+                for &crl_stale in variants {
+                    let tolerate = crl_stale == CrlStale::FailOpen;
+                    match TrustAnchors::new(anchors.clone(), intermediates.clone(), &crls, limits, tolerate, None) {
+                        Ok(compiled) => {
+                            ids.insert((name.clone(), crl_stale), Some(bundles.len()));
+                            bundles.push(TrustBundle {
+                                name: name.clone(),
+                                crl_stale,
+                                crl_next_updates: crl_next_updates.clone(),
+                                anchors: compiled,
+                                sources: sources.clone(),
+                            });
+                        }
+                        Err(e) => {
+                            ids.insert((name.clone(), crl_stale), None);
+                            self.error(&at, format!("cannot build trust store: {}", first_error(&e)))
+                        }
                     }
-                    Err(e) => {
-                        ids.insert(name.clone(), None);
-                        self.error(&at, format!("cannot build trust store: {}", first_error(&e)))
-                    }
+                }
+                // a fail-open route on a bundle without CRLs verifies like any other
+                if let Some(strict) = ids.get(&(name.clone(), CrlStale::FailClosed)).copied() {
+                    ids.entry((name.clone(), CrlStale::FailOpen)).or_insert(strict);
                 }
             }
         }
@@ -408,11 +443,36 @@ impl<'a> Compiler<'a> {
                         certificates.push(Arc::new(cert));
                     }
                 }
-                if let (Some(address), false) = (address, certificates.is_empty()) {
+                let timeout_path = format!("{base}.handshake_timeout");
+                let handshake_timeout = match &l.handshake_timeout {
+                    None => Some(std::time::Duration::from_secs(10)),
+                    Some(text) => match humantime::parse_duration(text) {
+                        Ok(d)
+                            if d >= std::time::Duration::from_millis(100)
+                                && d <= std::time::Duration::from_secs(60) =>
+                        {
+                            Some(d)
+                        }
+                        _ => {
+                            self.error(
+                                &At {
+                                    file,
+                                    path: &timeout_path,
+                                },
+                                format!("{text:?} is not a duration between 100ms and 60s (expected e.g. 10s)"),
+                            );
+                            None
+                        }
+                    },
+                };
+                if let (Some(address), false, Some(handshake_timeout)) =
+                    (address, certificates.is_empty(), handshake_timeout)
+                {
                     listeners.push(Listener {
                         name: l.name.clone(),
                         address,
                         certificates,
+                        handshake_timeout,
                     });
                 }
             }
@@ -464,7 +524,11 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn routes(&mut self, files: &[RawFile], bundles: &HashMap<String, Option<BundleId>>) -> (Vec<Route>, RouteTable) {
+    fn routes(
+        &mut self,
+        files: &[RawFile],
+        bundles: &HashMap<(String, CrlStale), Option<BundleId>>,
+    ) -> (Vec<Route>, RouteTable) {
         let mut routes: Vec<Route> = Vec::new();
         let mut table = RouteTable::default();
         let mut names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -515,7 +579,7 @@ impl<'a> Compiler<'a> {
         file: usize,
         base: &str,
         r: &RawRoute,
-        bundles: &HashMap<String, Option<BundleId>>,
+        bundles: &HashMap<(String, CrlStale), Option<BundleId>>,
     ) -> Option<Route> {
         let before = self.problems.len();
         let host_path = format!("{base}.match.host");
@@ -545,15 +609,18 @@ impl<'a> Compiler<'a> {
         let upstream = self.upstream(file, &format!("{base}.upstream"), &r.upstream);
 
         let mtls_path = format!("{base}.mtls");
-        let (mode, trust, mtls, auto_rollback) = match &r.mtls {
-            None => (Mode::Off, None, MtlsPolicy::default(), None),
+        let (mode, trust, mtls, auto_rollback, crl_stale) = match &r.mtls {
+            None => (Mode::Off, None, MtlsPolicy::default(), None, CrlStale::FailClosed),
             Some(m) => {
+                let crl_stale = m.crl_stale.unwrap_or_default();
                 let trust = match &m.trust {
-                    Some(name) => match bundles.get(name) {
+                    Some(name) => match bundles.get(&(name.clone(), crl_stale)) {
                         Some(id) => *id,
                         None => {
                             let p = format!("{mtls_path}.trust");
-                            let known: Vec<&str> = bundles.keys().map(|s| s.as_str()).collect();
+                            let mut known: Vec<&str> = bundles.keys().map(|(s, _)| s.as_str()).collect();
+                            known.sort_unstable();
+                            known.dedup();
                             self.error(
                                 &At { file, path: &p },
                                 format!("unknown trust bundle {name:?} (defined: {})", list_or_none(&known)),
@@ -595,7 +662,7 @@ impl<'a> Compiler<'a> {
                     enforce_percent: m.enforce_percent,
                     exemptions,
                 };
-                (m.mode, trust, policy, auto_rollback)
+                (m.mode, trust, policy, auto_rollback, crl_stale)
             }
         };
         let upstream = upstream?;
@@ -605,6 +672,7 @@ impl<'a> Compiler<'a> {
             path_prefix: prefix.clone(),
             mode,
             trust,
+            crl_stale,
             mtls,
             auto_rollback,
             upstream,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::Mode;
+use crate::policy::{CrlStale, Mode};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +25,9 @@ pub struct RawListener {
     pub name: String,
     pub address: String,
     pub tls: RawListenerTls,
+    /// How long a client may take to send its ClientHello (e.g. `10s`).
+    #[serde(default)]
+    pub handshake_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +116,8 @@ pub struct RawMtls {
     pub exempt: Vec<RawExemption>,
     #[serde(default)]
     pub auto_rollback: Option<RawAutoRollback>,
+    #[serde(default)]
+    pub crl_stale: Option<CrlStale>,
 }
 
 #[derive(Debug, Deserialize)]

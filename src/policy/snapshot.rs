@@ -37,6 +37,8 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Non-empty; the first is served when SNI names no configured host.
     pub certificates: Vec<Arc<ServerCertificate>>,
+    /// A client that has not sent its ClientHello by then is dropped.
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// A certificate the gateway presents: leaf first, then its chain.
@@ -48,8 +50,23 @@ pub struct ServerCertificate {
     pub not_after: i64,
 }
 
+/// What a route does when a CRL of its bundle is past its nextUpdate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrlStale {
+    /// Every certificate the stale CRL should vouch for fails with `crl_invalid`.
+    #[default]
+    FailClosed,
+    /// The stale CRL still revokes what it lists; other certificates pass.
+    FailOpen,
+}
+
 pub struct TrustBundle {
     pub name: String,
+    /// Bundles used by `crl_stale: fail-open` routes are compiled a second time, leniently.
+    pub crl_stale: CrlStale,
+    /// When each CRL of the bundle must be replaced (Unix seconds), by issuer.
+    pub crl_next_updates: Vec<(String, i64)>,
     pub anchors: TrustAnchors,
     /// The files it was built from, for the admin page's certificate view.
     pub sources: Vec<PathBuf>,
@@ -62,6 +79,7 @@ pub struct Route {
     /// The mode the YAML gives; a runtime override may replace it.
     pub mode: Mode,
     pub trust: Option<BundleId>,
+    pub crl_stale: CrlStale,
     pub mtls: MtlsPolicy,
     pub auto_rollback: Option<AutoRollback>,
     pub upstream: Upstream,

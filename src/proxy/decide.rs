@@ -12,6 +12,9 @@ use super::respond::Refusal;
 use crate::policy::{decide, normalize_host, normalize_path, ClientEvidence, Decision, Reason, RouteId, Snapshot};
 use crate::tls::ConnectionTls;
 
+/// Request line and headers beyond this get 431 (Pingora itself stops at 1 MiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct RequestDecision {
     pub route: RouteId,
@@ -33,6 +36,7 @@ pub fn decide_request(
     source: Option<IpAddr>,
     now: i64,
 ) -> Result<RequestDecision, Refusal> {
+    check_framing(req)?;
     let host = request_host(req)?;
     // A connection's certificate request and server certificate were chosen for its SNI;
     // a request for another host must open its own connection.
@@ -70,6 +74,40 @@ pub fn decide_request(
             Cow::Borrowed(_) => None,
         },
     })
+}
+
+/// Refuses bodies whose length two parties could read differently (request smuggling):
+/// Content-Length together with Transfer-Encoding, conflicting Content-Lengths, or a
+/// transfer coding other than plain `chunked`.
+fn check_framing(req: &RequestHeader) -> Result<(), Refusal> {
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    let te = req.headers.get_all(http::header::TRANSFER_ENCODING);
+    let cl: Vec<&http::HeaderValue> = req.headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    if te.iter().next().is_some() {
+        if !cl.is_empty() {
+            return Err(Refusal::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        let mut codings = te.iter();
+        let only_chunked = codings
+            .next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err(Refusal::BadRequest("unsupported Transfer-Encoding (expected chunked)"));
+        }
+    }
+    if cl.windows(2).any(|w| w[0] != w[1]) {
+        return Err(Refusal::BadRequest("conflicting Content-Length headers"));
+    }
+    Ok(())
 }
 
 /// The host the request names. HTTP/2 carries it in `:authority`, HTTP/1.1 in `Host`;

@@ -16,6 +16,7 @@ pub enum Refusal {
     Misdirected,
     BadPath,
     BadRequest(&'static str),
+    HeadersTooLarge,
     ClientError(u16),
     UpstreamFailed,
     UpstreamTimeout,
@@ -28,6 +29,7 @@ impl Refusal {
             Refusal::NoRoute => 404,
             Refusal::Misdirected => 421,
             Refusal::BadPath | Refusal::BadRequest(_) => 400,
+            Refusal::HeadersTooLarge => 431,
             Refusal::ClientError(code) => code,
             Refusal::UpstreamFailed => 502,
             Refusal::UpstreamTimeout => 504,
@@ -42,6 +44,7 @@ impl Refusal {
             Refusal::Misdirected => "this connection was made for another host",
             Refusal::BadPath => "ambiguous request path",
             Refusal::BadRequest(what) => what,
+            Refusal::HeadersTooLarge => "request headers too large",
             Refusal::ClientError(_) => "bad request",
             Refusal::UpstreamFailed => "upstream unavailable",
             Refusal::UpstreamTimeout => "upstream timed out",
@@ -55,6 +58,7 @@ impl Refusal {
             Refusal::Misdirected => "misdirected_request",
             Refusal::BadPath => "bad_path",
             Refusal::BadRequest(_) | Refusal::ClientError(_) => "bad_request",
+            Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::UpstreamFailed => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
         }
@@ -69,6 +73,13 @@ pub async fn respond(session: &mut Session, refusal: Refusal, route: Option<&str
         "request_id": request_id,
     })
     .to_string();
+    if matches!(
+        refusal,
+        Refusal::BadRequest(_) | Refusal::BadPath | Refusal::ClientError(_) | Refusal::HeadersTooLarge
+    ) {
+        // whatever follows a malformed request cannot be trusted to be a request
+        session.set_keepalive(None);
+    }
     let mut resp = ResponseHeader::build(refusal.status(), Some(3))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;

@@ -44,7 +44,70 @@ impl HandshakeCallbacks {
             .set_num_tickets(0)
             .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "tls settings", e))?;
         super::ffi::defer_client_chain_verification(&mut settings);
+        super::ffi::set_max_client_chain_bytes(&mut settings, MAX_CLIENT_CHAIN_BYTES);
         Ok(settings)
+    }
+}
+
+/// The largest certificate chain a client may send: a few certificates fit many times
+/// over; megabyte chains sent to exhaust memory or CPU fail the handshake.
+pub const MAX_CLIENT_CHAIN_BYTES: usize = 32 * 1024;
+
+/// Drops connections whose ClientHello does not arrive within the listener's
+/// `handshake_timeout` (Pingora caps the whole handshake at 60 s), and anything that is
+/// not TLS at all. The bytes read are put back for the handshake.
+pub struct ClientHelloDeadline {
+    pub snapshot: SharedSnapshot,
+}
+
+#[async_trait]
+impl pingora::listeners::PreTlsProcess for ClientHelloDeadline {
+    async fn process(&self, stream: &mut pingora::protocols::l4::stream::Stream) -> pingora::Result<()> {
+        use pingora::protocols::GetSocketDigest;
+        use tokio::io::AsyncReadExt;
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
+        let timeout = {
+            let snapshot = self.snapshot.load();
+            let listeners = &snapshot.config.listeners;
+            listeners
+                .iter()
+                .find(|l| Some(l.address) == local)
+                .or_else(|| {
+                    listeners
+                        .iter()
+                        .find(|l| Some(l.address.port()) == local.map(|a| a.port()))
+                })
+                .map(|l| l.handshake_timeout)
+                .unwrap_or(std::time::Duration::from_secs(10))
+        };
+        let mut record = vec![0u8; 5];
+        let read = async {
+            stream.read_exact(&mut record).await?;
+            // a TLS handshake record; anything else (plain HTTP, junk) is not for us
+            if record[0] != 0x16 {
+                return Err(std::io::Error::other("not a TLS handshake"));
+            }
+            let len = usize::from(u16::from_be_bytes([record[3], record[4]]));
+            if len > 16 * 1024 + 256 {
+                return Err(std::io::Error::other("TLS record too long"));
+            }
+            record.resize(5 + len, 0);
+            stream.read_exact(&mut record[5..]).await?;
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(())) => {
+                stream.rewind(&record);
+                Ok(())
+            }
+            Ok(Err(e)) => pingora::Error::e_explain(pingora::ErrorType::HandshakeError, format!("before TLS: {e}")),
+            Err(_) => pingora::Error::e_explain(
+                pingora::ErrorType::HandshakeError,
+                "no ClientHello within the handshake timeout",
+            ),
+        }
     }
 }
 

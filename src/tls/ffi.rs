@@ -10,6 +10,10 @@ use openssl::x509::store::X509StoreBuilderRef;
 use openssl::x509::X509CrlRef;
 
 extern "C" {
+    fn X509_STORE_set_verify_cb(
+        store: *mut openssl_sys::X509_STORE,
+        cb: Option<unsafe extern "C" fn(c_int, *mut openssl_sys::X509_STORE_CTX) -> c_int>,
+    );
     fn X509_STORE_add_crl(store: *mut openssl_sys::X509_STORE, crl: *mut openssl_sys::X509_CRL) -> c_int;
     fn SSL_CTX_set_cert_verify_callback(
         ctx: *mut openssl_sys::SSL_CTX,
@@ -39,4 +43,41 @@ unsafe extern "C" fn accept_chain_unverified(_ctx: *mut openssl_sys::X509_STORE_
 pub fn defer_client_chain_verification(ctx: &mut SslContextBuilder) {
     // SAFETY: the context pointer is valid; the callback is a plain function with no state.
     unsafe { SSL_CTX_set_cert_verify_callback(ctx.as_ptr(), Some(accept_chain_unverified), std::ptr::null_mut()) }
+}
+
+/// `SSL_CTRL_SET_MAX_CERT_LIST`: the largest certificate chain a peer may send, in bytes.
+const SSL_CTRL_SET_MAX_CERT_LIST: c_int = 51;
+
+/// Caps the size of the certificate chain a client may send; a larger one fails the
+/// handshake before anything is parsed or verified.
+pub fn set_max_client_chain_bytes(ctx: &mut SslContextBuilder, bytes: usize) {
+    // SAFETY: the context pointer is valid; this control takes a plain integer.
+    unsafe {
+        openssl_sys::SSL_CTX_ctrl(
+            ctx.as_ptr(),
+            SSL_CTRL_SET_MAX_CERT_LIST,
+            bytes as _,
+            std::ptr::null_mut(),
+        );
+    }
+}
+
+unsafe extern "C" fn tolerate_stale_crl(ok: c_int, ctx: *mut openssl_sys::X509_STORE_CTX) -> c_int {
+    if ok == 1 {
+        return 1;
+    }
+    // SAFETY: OpenSSL passes a valid context to its verify callback.
+    let error = unsafe { openssl_sys::X509_STORE_CTX_get_error(ctx) };
+    c_int::from(matches!(
+        error,
+        openssl_sys::X509_V_ERR_CRL_HAS_EXPIRED | openssl_sys::X509_V_ERR_CRL_NOT_YET_VALID
+    ))
+}
+
+/// Makes a store accept CRLs that are past their nextUpdate (or not yet valid): a stale
+/// CRL still revokes what it lists, but does not fail every other client (`crl_stale:
+/// fail-open`). Every other verification error still fails.
+pub fn tolerate_stale_crls(store: &mut X509StoreBuilderRef) {
+    // SAFETY: the store pointer is valid; the callback is a plain function with no state.
+    unsafe { X509_STORE_set_verify_cb(store.as_ptr(), Some(tolerate_stale_crl)) }
 }

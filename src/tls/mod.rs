@@ -9,7 +9,7 @@ mod peer;
 mod verify;
 mod xfcc;
 
-pub use accept::HandshakeCallbacks;
+pub use accept::{ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
 pub use connection::{ConnectionTls, Evidence};
 pub use identity::{hex, parse_identity};
 pub use peer::PeerCertificate;
@@ -18,10 +18,9 @@ pub use xfcc::xfcc_value;
 
 use openssl::x509::X509Ref;
 
-/// A short description of a certificate for messages: its subject and first SAN.
-pub fn describe(cert: &X509Ref) -> String {
-    let subject: Vec<String> = cert
-        .subject_name()
+/// `CN=…,O=…` of a name, for messages.
+pub fn describe_name(name: &openssl::x509::X509NameRef) -> String {
+    let parts: Vec<String> = name
         .entries()
         .filter_map(|e| {
             let key = e.object().nid().short_name().ok()?;
@@ -29,11 +28,16 @@ pub fn describe(cert: &X509Ref) -> String {
             Some(format!("{key}={value}"))
         })
         .collect();
-    let subject = if subject.is_empty() {
+    if parts.is_empty() {
         "no subject".to_string()
     } else {
-        subject.join(",")
-    };
+        parts.join(",")
+    }
+}
+
+/// A short description of a certificate for messages: its subject and first SAN.
+pub fn describe(cert: &X509Ref) -> String {
+    let subject = describe_name(cert.subject_name());
     let san = cert.subject_alt_names().and_then(|names| {
         names.iter().find_map(|n| {
             n.uri()

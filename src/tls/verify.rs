@@ -104,6 +104,7 @@ impl TrustAnchors {
         intermediates: Vec<X509>,
         crls: &[X509Crl],
         limits: ChainLimits,
+        tolerate_stale_crls: bool,
         at: Option<i64>,
     ) -> Result<Self, ErrorStack> {
         let mut builder = X509StoreBuilder::new()?;
@@ -120,6 +121,9 @@ impl TrustAnchors {
             flags |= X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL;
         }
         builder.set_flags(flags)?;
+        if tolerate_stale_crls {
+            super::ffi::tolerate_stale_crls(&mut builder);
+        }
         if let Some(at) = at {
             let mut param = X509VerifyParam::new()?;
             param.set_time(at as _);

@@ -196,3 +196,32 @@ pub async fn get_once(addr: SocketAddr, opts: &ClientOptions, host: &str, path: 
     let mut c = Client::connect(addr, opts).await.unwrap();
     c.get(host, path).await
 }
+
+/// Sends raw bytes over a fresh TLS connection and returns what came back (until the server
+/// closes or 3 s pass) — for requests no well-behaved client library would send.
+pub async fn raw_exchange(addr: SocketAddr, ca_pem: &str, sni: &str, request: &[u8]) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    b.cert_store_mut()
+        .add_cert(X509::from_pem(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+    Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}

@@ -39,6 +39,11 @@ impl TestGateway {
     /// Starts an echo backend and a gateway whose policy is the base config plus `routes`
     /// (YAML text where `{backend}` stands for the backend's address).
     pub async fn start(pki: &TestPki, routes: &str) -> TestGateway {
+        Self::start_edited(pki, routes, |base| base).await
+    }
+
+    /// Like [`TestGateway::start`], with the base config (listener, bundles) edited first.
+    pub async fn start_edited(pki: &TestPki, routes: &str, edit: impl FnOnce(String) -> String) -> TestGateway {
         let backend_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = backend_listener.local_addr().unwrap();
         let backend_task = phasegate::demo::backend::serve_echo(backend_listener, "echo", None)
@@ -47,7 +52,7 @@ impl TestGateway {
         let port = free_port();
         let yaml = format!(
             "{}{}",
-            pki.base_yaml(port),
+            edit(pki.base_yaml(port)),
             routes.replace("{backend}", &backend.to_string())
         );
         pki.write("policies/gateway.yaml", &yaml);

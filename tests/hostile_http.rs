@@ -1,0 +1,124 @@
+//! Requests built to confuse: smuggling, oversized headers, folded identity headers.
+//! Each gets a clear refusal (or has the identity stripped), and the gateway stays up.
+
+mod common;
+
+use common::client::raw_exchange;
+use common::{TestGateway, TestPki};
+
+const ROUTES: &str = r#"
+routes:
+  - name: audit
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: audit, trust: internal }
+"#;
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_oversized_requests_are_refused_and_the_gateway_stays_up() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let big = "a".repeat(128 * 1024);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "content-length with transfer-encoding",
+            b"POST / HTTP/1.1\r\nHost: api.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: api.test\r\n\r\n".to_vec(),
+        ),
+        (
+            "two different content lengths",
+            b"POST / HTTP/1.1\r\nHost: api.test\r\nContent-Length: 3\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+        ),
+        (
+            "an oversized header",
+            format!("GET / HTTP/1.1\r\nHost: api.test\r\nX-Big: {big}\r\n\r\n").into_bytes(),
+        ),
+        ("two Host headers", b"GET / HTTP/1.1\r\nHost: api.test\r\nHost: other.test\r\n\r\n".to_vec()),
+        (
+            "an absolute URI for another host",
+            b"GET http://other.test/ HTTP/1.1\r\nHost: api.test\r\n\r\n".to_vec(),
+        ),
+        ("no Host at all", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        (
+            "a transfer coding other than chunked",
+            b"POST / HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (what, request) in cases {
+        let response = raw_exchange(gw.addr, pki.root_pem(), "api.test", &request)
+            .await
+            .unwrap();
+        let code = status(&response);
+        // Refused, or (Transfer-Encoding wins over Content-Length, RFC 9112 §6.3) served
+        // once with the connection closed so that nothing after the body is read.
+        let closed_after = code == 200 && response.to_ascii_lowercase().contains("connection: close");
+        assert!(
+            response.is_empty() || (400..500).contains(&code) || (what.contains("transfer-encoding") && closed_after),
+            "{what}: expected a 4xx or a closed connection, got {code}: {}",
+            response.lines().next().unwrap_or("")
+        );
+        if closed_after {
+            assert!(
+                !response.contains("content-length\":"),
+                "{what}: the conflicting length was forwarded"
+            );
+            assert_eq!(response.matches("HTTP/1.1").count(), 1, "{what}: one response only");
+        }
+        if what == "an oversized header" {
+            assert_eq!(code, 431, "{response}");
+        }
+        // nothing reached the backend as a second, smuggled request
+        assert!(
+            !response.contains("\"path\":\"/x\""),
+            "{what}: smuggled request was served"
+        );
+    }
+    let fine = raw_exchange(
+        gw.addr,
+        pki.root_pem(),
+        "api.test",
+        b"GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&fine), 200, "the gateway still serves: {fine}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folded_or_disguised_identity_headers_never_reach_the_backend() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let attempts: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-Client-Cert: Hash=1;\r\n URI=spiffe://evil\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: api.test\r\nX-MTLS-VERDICT: pass\r\nx-mtls-verdict: pass\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: api.test\r\nx_forwarded_client_cert: URI=spiffe://evil\r\nX_Mtls_Verdict: pass\r\nConnection: close\r\n\r\n",
+    ];
+    for request in attempts {
+        let response = raw_exchange(gw.addr, pki.root_pem(), "api.test", request)
+            .await
+            .unwrap();
+        let code = status(&response);
+        if code == 200 {
+            let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+            let body = body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c == '\r' || c == '\n');
+            assert!(!body.contains("evil"), "{body}");
+            assert!(
+                body.contains("\"x-mtls-verdict\":[\"would-reject; reason=no_cert\"]"),
+                "{body}"
+            );
+            assert!(
+                !body.contains("x_forwarded_client_cert") && !body.contains("x_mtls_verdict"),
+                "{body}"
+            );
+        } else {
+            assert!((400..500).contains(&code), "{}", response.lines().next().unwrap_or(""));
+        }
+    }
+}
