@@ -19,6 +19,10 @@ use crate::policy::{
 };
 use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
 
+/// Compiled bundles by name and CRL policy; `None` for a bundle with problems, so that
+/// routes naming it do not report it a second time as unknown.
+type BundleIds = HashMap<(String, CrlStale), Option<BundleId>>;
+
 /// One policy file as read from disk.
 pub struct SourceFile {
     pub path: PathBuf,
@@ -295,7 +299,7 @@ impl<'a> Compiler<'a> {
     fn trust_bundles(
         &mut self,
         files: &[RawFile],
-    ) -> (Vec<TrustBundle>, HashMap<(String, CrlStale), Option<BundleId>>) {
+    ) -> (Vec<TrustBundle>, BundleIds) {
         // bundles that `crl_stale: fail-open` routes use get a lenient second compilation
         let lenient: HashSet<&str> = files
             .iter()
@@ -527,7 +531,7 @@ impl<'a> Compiler<'a> {
     fn routes(
         &mut self,
         files: &[RawFile],
-        bundles: &HashMap<(String, CrlStale), Option<BundleId>>,
+        bundles: &BundleIds,
     ) -> (Vec<Route>, RouteTable) {
         let mut routes: Vec<Route> = Vec::new();
         let mut table = RouteTable::default();
@@ -579,7 +583,7 @@ impl<'a> Compiler<'a> {
         file: usize,
         base: &str,
         r: &RawRoute,
-        bundles: &HashMap<(String, CrlStale), Option<BundleId>>,
+        bundles: &BundleIds,
     ) -> Option<Route> {
         let before = self.problems.len();
         let host_path = format!("{base}.match.host");
