@@ -11,10 +11,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use phasegate::audit::{Recorder, RejectionEvent};
+use phasegate::control::route_runtime;
 use phasegate::devpki::{CertificateAuthority, LeafSpec};
 use phasegate::policy::{Mode, Override, OverrideKind, Overrides, Reason, Snapshot, Verdict};
 use phasegate::proxy::decide_request;
 use phasegate::tls::{ConnectionTls, PeerCertificate};
+use phasegate::upstream::PoolRegistry;
 
 /// mimalloc: the request path and config compilation are allocation-heavy, and glibc malloc
 /// cost ~12–15% of both in profiles.
@@ -48,10 +50,12 @@ fn write_config(dir: &Path, n: usize) -> (CertificateAuthority, String) {
     (root, client.cert_pem)
 }
 
-fn snapshot_of(dir: &Path, recorder: &Recorder) -> Snapshot {
+/// What a reload does before the swap: compile, then attach each route's counters and
+/// pool (kept when unchanged).
+fn snapshot_of(dir: &Path, recorder: &Recorder, pools: &PoolRegistry) -> Snapshot {
     let config = Arc::new(phasegate::config::load(dir).unwrap());
-    let counters = config.routes.iter().map(|r| recorder.counters(&r.name)).collect();
-    Snapshot::new(1, 0, config, Arc::new(Overrides::new()), counters)
+    let runtime = route_runtime(&config, recorder, pools);
+    Snapshot::new(1, 0, config, Arc::new(Overrides::new()), runtime)
 }
 
 fn compile_and_swap(c: &mut Criterion) {
@@ -61,10 +65,11 @@ fn compile_and_swap(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), n);
         let (recorder, _aggregator) = Recorder::new();
-        let live = ArcSwap::from_pointee(snapshot_of(dir.path(), &recorder));
+        let pools = PoolRegistry::default();
+        let live = ArcSwap::from_pointee(snapshot_of(dir.path(), &recorder, &pools));
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| live.store(Arc::new(snapshot_of(dir.path(), &recorder))))
+            b.iter(|| live.store(Arc::new(snapshot_of(dir.path(), &recorder, &pools))))
         });
     }
     group.finish();
@@ -76,7 +81,8 @@ fn rollback(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), n);
         let (recorder, _aggregator) = Recorder::new();
-        let live = ArcSwap::from_pointee(snapshot_of(dir.path(), &recorder));
+        let pools = PoolRegistry::default();
+        let live = ArcSwap::from_pointee(snapshot_of(dir.path(), &recorder, &pools));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             // what the control plane does: copy the overrides, add one, swap a snapshot
             b.iter(|| {
@@ -105,7 +111,8 @@ fn decision(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let (_root, client_pem) = write_config(dir.path(), n);
         let (recorder, _aggregator) = Recorder::new();
-        let snapshot = snapshot_of(dir.path(), &recorder);
+        let pools = PoolRegistry::default();
+        let snapshot = snapshot_of(dir.path(), &recorder, &pools);
         let peer = PeerCertificate::from_pem(client_pem.as_bytes()).unwrap();
         let conn = ConnectionTls::new(None, true, Some(peer));
         // the last enforce route whose allow list admits the client: a clean pass

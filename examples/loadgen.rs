@@ -60,7 +60,10 @@ enum Scenario {
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "HTTP/1.1 + TLS 1.3 load generator with client certificates (phasegate benches/load)")]
+#[command(
+    about = "HTTP/1.1 + TLS 1.3 load generator with client certificates (phasegate benches/load)",
+    args_override_self = true
+)]
 struct Args {
     /// Address to connect to.
     #[arg(long, default_value = "127.0.0.1:8443")]

@@ -321,6 +321,7 @@ impl BackgroundService for ControlPlaneService {
                 self.reload_debounce,
             );
         }
+        crate::upstream::spawn_maintenance(self.admin_state.snapshot.clone());
         crate::control::spawn_route_watch(control.clone(), self.admin_state.snapshot.clone());
         if self.reload_on_sighup {
             crate::control::spawn_sighup_listener(control);

@@ -5,9 +5,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use phasegate::audit::Recorder;
 use phasegate::devpki::{CertificateAuthority, LeafSpec};
-use phasegate::policy::{Overrides, Snapshot, Verdict};
+use phasegate::policy::{Snapshot, Verdict};
 use phasegate::proxy::decide_request;
 use phasegate::tls::{ConnectionTls, PeerCertificate};
 
@@ -48,9 +47,7 @@ fn a_clean_pass_allocates_nothing() {
     )
     .unwrap();
     let config = Arc::new(phasegate::config::load(dir.path()).unwrap());
-    let (recorder, _aggregator) = Recorder::new();
-    let counters = config.routes.iter().map(|r| recorder.counters(&r.name)).collect();
-    let snapshot = Snapshot::new(1, 0, config, Arc::new(Overrides::new()), counters);
+    let snapshot = Snapshot::detached(config);
     let conn = ConnectionTls::new(
         None,
         true,

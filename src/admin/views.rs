@@ -20,6 +20,9 @@ pub struct RouteView {
     pub trust: Option<String>,
     pub crl_stale: crate::policy::CrlStale,
     pub upstream: String,
+    pub balance: crate::upstream::Balance,
+    /// Backends with their health, ejection and load.
+    pub backends: Vec<crate::upstream::BackendView>,
     pub enforce_percent: Option<u8>,
     pub exemptions: Vec<ExemptionView>,
     pub auto_rollback: Option<crate::policy::AutoRollback>,
@@ -155,7 +158,9 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus
         active_override,
         trust: r.trust.map(|b| snapshot.config.bundles[b].name.clone()),
         crl_stale: r.crl_stale,
-        upstream: r.upstream.address.to_string(),
+        upstream: describe_targets(&r.upstream.pool),
+        balance: r.upstream.pool.balance,
+        backends: snapshot.pool(id).view(now),
         enforce_percent: r.mtls.enforce_percent,
         exemptions: r
             .mtls
@@ -177,6 +182,18 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus
         readiness: readiness(&r.name, snapshot.effective_mode(id), 86_400, last_day),
         series,
     }
+}
+
+fn describe_targets(pool: &crate::upstream::PoolSpec) -> String {
+    let parts: Vec<String> = pool
+        .targets
+        .iter()
+        .map(|t| match t {
+            crate::upstream::Target::Address { addr, .. } => addr.to_string(),
+            crate::upstream::Target::Dns { host, port, .. } => format!("dns:{host}:{port}"),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn summary(yaml: Mode, o: &Override) -> String {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use openssl::x509::{X509Crl, X509};
 use serde::Serialize;
 
-use crate::policy::{decide, AllowEntry, AllowList, Mode, MtlsPolicy, Overrides, Reason, Snapshot, Verdict};
+use crate::policy::{decide, AllowEntry, AllowList, Mode, MtlsPolicy, Reason, Snapshot, Verdict};
 use crate::tls::{evidence_of, ChainLimits, ConnectionTls, PeerCertificate, RequiredEku, TrustAnchors};
 
 /// The JSON printed by `phasegate verify --format json`.
@@ -85,8 +85,7 @@ pub fn against_route(dir: &Path, route: &str, cert_pem: &[u8]) -> Result<VerifyR
         ));
     };
     let peer = PeerCertificate::from_pem(cert_pem)?;
-    let counters = config.routes.iter().map(|_| Default::default()).collect();
-    let snapshot = Snapshot::new(1, 0, config.clone(), Arc::new(Overrides::new()), counters);
+    let snapshot = Snapshot::detached(config.clone());
     // Exactly what a connection presenting this chain would go through.
     let connection = ConnectionTls::new(None, true, Some(peer));
     let evidence = connection.evidence(&snapshot, bundle, crate::proxy::unix_now());

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openssl::pkey::{PKey, Private};
 use openssl::sha::Sha256;
@@ -18,6 +19,7 @@ use crate::policy::{
     MtlsPolicy, Route, RouteTable, ServerCertificate, TrustBundle, Upstream, UpstreamTls,
 };
 use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
+use crate::upstream::{Balance, HealthSpec, PassiveSpec, PoolSpec, Target, Timeouts};
 
 /// Compiled bundles by name and CRL policy; `None` for a bundle with problems, so that
 /// routes naming it do not report it a second time as unknown.
@@ -296,10 +298,7 @@ impl<'a> Compiler<'a> {
 
     /// Bundles by name; a bundle with problems maps to `None` so routes naming it do not
     /// report it a second time as unknown.
-    fn trust_bundles(
-        &mut self,
-        files: &[RawFile],
-    ) -> (Vec<TrustBundle>, BundleIds) {
+    fn trust_bundles(&mut self, files: &[RawFile]) -> (Vec<TrustBundle>, BundleIds) {
         // bundles that `crl_stale: fail-open` routes use get a lenient second compilation
         let lenient: HashSet<&str> = files
             .iter()
@@ -528,11 +527,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn routes(
-        &mut self,
-        files: &[RawFile],
-        bundles: &BundleIds,
-    ) -> (Vec<Route>, RouteTable) {
+    fn routes(&mut self, files: &[RawFile], bundles: &BundleIds) -> (Vec<Route>, RouteTable) {
         let mut routes: Vec<Route> = Vec::new();
         let mut table = RouteTable::default();
         let mut names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -578,13 +573,7 @@ impl<'a> Compiler<'a> {
         (routes, table)
     }
 
-    fn route(
-        &mut self,
-        file: usize,
-        base: &str,
-        r: &RawRoute,
-        bundles: &BundleIds,
-    ) -> Option<Route> {
+    fn route(&mut self, file: usize, base: &str, r: &RawRoute, bundles: &BundleIds) -> Option<Route> {
         let before = self.problems.len();
         let host_path = format!("{base}.match.host");
         let host = r.matcher.host.trim().to_ascii_lowercase();
@@ -847,25 +836,147 @@ impl<'a> Compiler<'a> {
     }
 
     fn upstream(&mut self, file: usize, base: &str, raw: &RawUpstream) -> Option<Upstream> {
-        let addr_path = format!("{base}.address");
-        let address = match raw.address.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => Some(a),
-            _ => {
-                self.error(
-                    &At { file, path: &addr_path },
-                    format!("{:?} is not a reachable address (expected HOST:PORT)", raw.address),
-                );
-                None
+        let before = self.problems.len();
+        let mut targets = Vec::new();
+        let resolve = |text: &str| {
+            text.to_socket_addrs()
+                .ok()
+                .map(|a| a.collect::<Vec<_>>())
+                .filter(|a| !a.is_empty())
+        };
+        if let Some(address) = &raw.address {
+            match resolve(address) {
+                Some(addrs) => targets.push(Target::Address {
+                    addr: addrs[0],
+                    weight: 1,
+                }),
+                None => {
+                    let p = format!("{base}.address");
+                    self.error(
+                        &At { file, path: &p },
+                        format!("{address:?} is not a reachable address (expected HOST:PORT)"),
+                    );
+                }
+            }
+        }
+        for (i, b) in raw.backends.iter().enumerate() {
+            let p = format!("{base}.backends[{i}]");
+            match (resolve(&b.address), b.weight) {
+                (_, Some(0)) => self.error(
+                    &At { file, path: &p },
+                    "weight 0 sends nothing (expected 1 or more; remove the backend instead)",
+                ),
+                (Some(addrs), w) => targets.push(Target::Address {
+                    addr: addrs[0],
+                    weight: w.unwrap_or(1),
+                }),
+                (None, _) => self.error(
+                    &At { file, path: &p },
+                    format!("{:?} is not a reachable address (expected HOST:PORT)", b.address),
+                ),
+            }
+        }
+        if let Some(dns) = &raw.dns {
+            let p = format!("{base}.dns");
+            let parsed = dns
+                .rsplit_once(':')
+                .and_then(|(h, port)| Some((h.to_string(), port.parse::<u16>().ok()?)));
+            match (parsed, resolve(dns)) {
+                (Some((host, port)), Some(resolved)) => targets.push(Target::Dns {
+                    host,
+                    port,
+                    weight: 1,
+                    resolved,
+                }),
+                (None, _) => self.error(&At { file, path: &p }, format!("{dns:?} is not HOST:PORT")),
+                (Some(_), None) => self.error(&At { file, path: &p }, format!("{dns:?} does not resolve")),
+            }
+        }
+        if targets.is_empty() && self.problems.len() == before {
+            self.error(
+                &At { file, path: base },
+                "no backend (expected address, backends or dns)",
+            );
+        }
+        let duration = |c: &mut Self, text: &Option<String>, field: &str, default: Duration| -> Duration {
+            match text {
+                None => default,
+                Some(t) => match humantime::parse_duration(t) {
+                    Ok(d) if !d.is_zero() => d,
+                    _ => {
+                        let p = format!("{base}.{field}");
+                        c.error(
+                            &At { file, path: &p },
+                            format!("{t:?} is not a duration (expected e.g. 5s, 500ms)"),
+                        );
+                        default
+                    }
+                },
             }
         };
+        let mut spec = PoolSpec::single(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        spec.targets = targets;
+        spec.balance = raw.balance.unwrap_or(Balance::RoundRobin);
+        spec.retries = raw.retries.unwrap_or(1).min(5);
+        spec.dns_refresh = duration(self, &raw.dns_refresh, "dns_refresh", spec.dns_refresh);
+        if let Some(t) = &raw.timeouts {
+            let d = Timeouts::default();
+            spec.timeouts = Timeouts {
+                connect: duration(self, &t.connect, "timeouts.connect", d.connect),
+                connect_total: duration(self, &t.connect_total, "timeouts.connect_total", d.connect_total),
+                read: duration(self, &t.read, "timeouts.read", d.read),
+                write: duration(self, &t.write, "timeouts.write", d.write),
+            };
+        }
+        if let Some(pe) = &raw.passive_ejection {
+            spec.passive = PassiveSpec {
+                max_failures: pe.max_failures,
+                ejection: duration(self, &pe.ejection, "passive_ejection.ejection", spec.passive.ejection),
+            };
+        }
+        if let Some(h) = &raw.health_check {
+            let http_path = match (h.kind.as_str(), &h.path) {
+                ("tcp", None) => Some(None),
+                ("http", Some(path)) if path.starts_with('/') => Some(Some(path.clone())),
+                ("http", None) => Some(Some("/".to_string())),
+                ("tcp", Some(_)) => {
+                    let p = format!("{base}.health_check.path");
+                    self.error(&At { file, path: &p }, "a tcp check has no path (use type: http)");
+                    None
+                }
+                ("http", Some(path)) => {
+                    let p = format!("{base}.health_check.path");
+                    self.error(
+                        &At { file, path: &p },
+                        format!("{path:?} is not a path (expected e.g. /healthz)"),
+                    );
+                    None
+                }
+                (other, _) => {
+                    let p = format!("{base}.health_check.type");
+                    self.error(
+                        &At { file, path: &p },
+                        format!("{other:?} is not a check type (expected tcp or http)"),
+                    );
+                    None
+                }
+            };
+            if let Some(http_path) = http_path {
+                spec.health = Some(HealthSpec {
+                    http_path,
+                    interval: duration(self, &h.interval, "health_check.interval", Duration::from_secs(5)),
+                    timeout: duration(self, &h.timeout, "health_check.timeout", Duration::from_secs(1)),
+                    healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
+                    unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3).max(1),
+                });
+            }
+        }
         let tls = match &raw.tls {
             None => Some(None),
             Some(t) => self.upstream_tls(file, &format!("{base}.tls"), t).map(Some),
         };
-        Some(Upstream {
-            address: address?,
-            tls: tls?,
-        })
+        (self.problems.len() == before).then_some(())?;
+        Some(Upstream { pool: spec, tls: tls? })
     }
 
     fn upstream_tls(&mut self, file: usize, base: &str, raw: &RawUpstreamTls) -> Option<UpstreamTls> {

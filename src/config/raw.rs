@@ -83,9 +83,77 @@ fn root_prefix() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    pub address: String,
+    /// One backend (`HOST:PORT`); or use `backends` / `dns` for a pool.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// A name re-resolved every `dns_refresh` (`HOST:PORT`).
+    #[serde(default)]
+    pub dns: Option<String>,
+    #[serde(default)]
+    pub dns_refresh: Option<String>,
+    #[serde(default)]
+    pub balance: Option<crate::upstream::Balance>,
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub passive_ejection: Option<RawPassiveEjection>,
+    #[serde(default)]
+    pub timeouts: Option<RawTimeouts>,
+    /// Extra attempts for idempotent requests when connecting fails (default 1).
+    #[serde(default)]
+    pub retries: Option<u8>,
     #[serde(default)]
     pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub address: String,
+    #[serde(default)]
+    pub weight: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `tcp` (connect) or `http` (GET `path`, 2xx expected).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub healthy_threshold: Option<usize>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassiveEjection {
+    pub max_failures: u32,
+    #[serde(default)]
+    pub ejection: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default)]
+    pub connect: Option<String>,
+    /// Connect including the TLS handshake.
+    #[serde(default)]
+    pub connect_total: Option<String>,
+    #[serde(default)]
+    pub read: Option<String>,
+    #[serde(default)]
+    pub write: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -135,7 +135,7 @@ fn modified_fields(old: &CompiledConfig, a: &Route, new: &CompiledConfig, b: &Ro
     }
     let upstream = |r: &Route| {
         (
-            r.upstream.address,
+            r.upstream.pool.clone(),
             r.upstream
                 .tls
                 .as_ref()

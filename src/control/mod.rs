@@ -26,8 +26,9 @@ pub use watch::{spawn_sighup_listener, spawn_watcher};
 
 use crate::audit::Recorder;
 use crate::config::{self, Diagnostic, Diagnostics};
-use crate::policy::{CompiledConfig, Mode, Override, OverrideKind, Overrides, SharedSnapshot, Snapshot};
+use crate::policy::{CompiledConfig, Mode, Override, OverrideKind, Overrides, RouteRuntime, SharedSnapshot, Snapshot};
 use crate::proxy::unix_now;
+use crate::upstream::PoolRegistry;
 
 /// Applied generations kept for `GET /api/config/history`.
 const HISTORY: usize = 50;
@@ -186,6 +187,7 @@ impl ControlHandle {
 pub struct ControlPlane {
     snapshot: SharedSnapshot,
     recorder: Recorder,
+    pools: PoolRegistry,
     config_dir: PathBuf,
     state_path: Option<PathBuf>,
     history: VecDeque<HistoryEntry>,
@@ -224,8 +226,9 @@ impl ControlPlane {
             overrides.remove(name);
         }
         let now = unix_now();
-        let counters = config.routes.iter().map(|r| recorder.counters(&r.name)).collect();
-        let snapshot = Snapshot::new(1, now, config.clone(), Arc::new(overrides), counters);
+        let pools = PoolRegistry::default();
+        let runtime = route_runtime(&config, &recorder, &pools);
+        let snapshot = Snapshot::new(1, now, config.clone(), Arc::new(overrides), runtime);
         let entry = HistoryEntry {
             generation: 1,
             at: now,
@@ -256,6 +259,7 @@ impl ControlPlane {
         let plane = ControlPlane {
             snapshot: shared.clone(),
             recorder,
+            pools,
             config_dir,
             state_path,
             history: VecDeque::from([entry]),
@@ -363,13 +367,13 @@ impl ControlPlane {
         for name in &dropped {
             overrides.remove(name);
         }
-        let counters = config.routes.iter().map(|r| self.recorder.counters(&r.name)).collect();
+        let runtime = route_runtime(&config, &self.recorder, &self.pools);
         let snapshot = Arc::new(Snapshot::new(
             current.generation + 1,
             at,
             config,
             Arc::new(overrides),
-            counters,
+            runtime,
         ));
         self.note_mode_changes(current, &snapshot, at);
         self.snapshot.store(snapshot.clone());
@@ -488,6 +492,19 @@ impl ControlPlane {
         self.status.store(Arc::new(status));
         error
     }
+}
+
+/// What each route keeps across snapshots: its counters, and its pool unless the pool's
+/// configuration changed.
+pub fn route_runtime(config: &CompiledConfig, recorder: &Recorder, pools: &PoolRegistry) -> Box<[RouteRuntime]> {
+    config
+        .routes
+        .iter()
+        .map(|r| RouteRuntime {
+            counters: recorder.counters(&r.name),
+            pool: pools.pool(&r.name, &r.upstream.pool, r.upstream.tls.as_ref()),
+        })
+        .collect()
 }
 
 /// Listeners are bound at startup; changing them needs a restart, and a config that does

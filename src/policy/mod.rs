@@ -16,7 +16,7 @@ pub use mode::{Mode, UnknownMode};
 pub use reason::Reason;
 pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
 pub use snapshot::{
-    AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind, Overrides, Route,
+    AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind, Overrides, Route, RouteRuntime,
     ServerCertificate, SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls,
 };
 pub use staging::{percentile, ExemptClient, Exemption};

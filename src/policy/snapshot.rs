@@ -94,7 +94,7 @@ pub struct AutoRollback {
 }
 
 pub struct Upstream {
-    pub address: SocketAddr,
+    pub pool: crate::upstream::PoolSpec,
     pub tls: Option<UpstreamTls>,
 }
 
@@ -161,8 +161,8 @@ pub struct Snapshot {
     pub config: Arc<CompiledConfig>,
     pub overrides: Arc<Overrides>,
     effective: Box<[Mode]>,
-    /// Per route, the counters that outlive this snapshot (keyed by route name).
-    counters: Box<[Arc<RouteCounters>]>,
+    /// Per route, what outlives this snapshot: counters and the upstream pool.
+    runtime: Box<[RouteRuntime]>,
     cert_hosts: HashSet<Box<str>>,
     any_route_wants_cert: bool,
 }
@@ -173,9 +173,9 @@ impl Snapshot {
         loaded_at: i64,
         config: Arc<CompiledConfig>,
         overrides: Arc<Overrides>,
-        counters: Box<[Arc<RouteCounters>]>,
+        runtime: Box<[RouteRuntime]>,
     ) -> Self {
-        debug_assert_eq!(counters.len(), config.routes.len(), "one counter set per route");
+        debug_assert_eq!(runtime.len(), config.routes.len(), "one runtime per route");
         let effective: Box<[Mode]> = config
             .routes
             .iter()
@@ -194,7 +194,7 @@ impl Snapshot {
             config,
             overrides,
             effective,
-            counters,
+            runtime,
             cert_hosts,
             any_route_wants_cert,
         }
@@ -207,12 +207,37 @@ impl Snapshot {
             self.loaded_at,
             self.config.clone(),
             overrides,
-            self.counters.clone(),
+            self.runtime.clone(),
         )
     }
 
+    /// A snapshot with counters and pools of its own, for tools and tests that run
+    /// outside a gateway (`phasegate verify`, benches).
+    pub fn detached(config: Arc<CompiledConfig>) -> Self {
+        let runtime = config
+            .routes
+            .iter()
+            .map(|r| RouteRuntime {
+                counters: Arc::default(),
+                pool: Arc::new(crate::upstream::Pool::new(
+                    r.upstream.pool.clone(),
+                    r.upstream.tls.as_ref(),
+                )),
+            })
+            .collect();
+        Snapshot::new(1, 0, config, Arc::new(Overrides::new()), runtime)
+    }
+
     pub fn counters(&self, route: RouteId) -> &RouteCounters {
-        &self.counters[route]
+        &self.runtime[route].counters
+    }
+
+    pub fn pool(&self, route: RouteId) -> &Arc<crate::upstream::Pool> {
+        &self.runtime[route].pool
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<crate::upstream::Pool>> {
+        self.runtime.iter().map(|r| &r.pool)
     }
 
     pub fn effective_mode(&self, route: RouteId) -> Mode {
@@ -228,6 +253,13 @@ impl Snapshot {
             None => self.any_route_wants_cert,
         }
     }
+}
+
+/// What a route keeps across snapshots (found by route name when a snapshot is built).
+#[derive(Clone)]
+pub struct RouteRuntime {
+    pub counters: Arc<RouteCounters>,
+    pub pool: Arc<crate::upstream::Pool>,
 }
 
 /// Where the current snapshot lives. Many readers; the control plane is its only writer.

@@ -7,7 +7,6 @@ mod respond;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -17,10 +16,14 @@ use pingora_http::RequestHeader;
 use crate::audit::{Recorder, RejectionEvent};
 use crate::policy::{Mode, RouteId, SharedSnapshot, Snapshot, Verdict};
 use crate::tls::ConnectionTls;
+use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
 pub use headers::strip_identity_headers;
 use respond::respond;
 pub use respond::Refusal;
+
+/// Every backend of the pool is unhealthy, ejected or already tried: 503.
+const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
 
 /// The proxy service. One per process; every listener shares it.
 pub struct MtlsProxy {
@@ -44,6 +47,9 @@ pub struct RequestCtx {
     rewritten_path: Option<String>,
     xfcc: Option<http::HeaderValue>,
     peer: Option<Arc<crate::tls::PeerCertificate>>,
+    /// The backend of the current attempt, and those already tried (retries).
+    backend: Option<Chosen>,
+    tried: Vec<std::net::SocketAddr>,
 }
 
 pub fn unix_now() -> i64 {
@@ -84,6 +90,8 @@ impl ProxyHttp for MtlsProxy {
             rewritten_path: None,
             xfcc: None,
             peer: None,
+            backend: None,
+            tried: Vec::new(),
         }
     }
 
@@ -144,11 +152,25 @@ impl ProxyHttp for MtlsProxy {
         let (Some(snapshot), Some(route)) = (&ctx.snapshot, ctx.route) else {
             return Error::e_explain(InternalError, "no route decided before upstream selection");
         };
+        if let Some(previous) = ctx.backend.take() {
+            // a retry: release the failed attempt and do not pick that backend again
+            previous.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            ctx.tried.push(previous.addr);
+        }
+        let pool = snapshot.pool(route);
+        let Some(chosen) = pool.select((self.clock)(), &ctx.tried) else {
+            return Error::e_explain(
+                NO_HEALTHY_UPSTREAM,
+                "every backend is unhealthy, ejected or already tried",
+            );
+        };
+        chosen.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        chosen.stats.requests.fetch_add(1, Ordering::Relaxed);
         let upstream = &snapshot.config.routes[route].upstream;
         let mut peer = match &upstream.tls {
-            None => HttpPeer::new(upstream.address, false, String::new()),
+            None => HttpPeer::new(chosen.addr, false, String::new()),
             Some(tls) => {
-                let mut peer = HttpPeer::new(upstream.address, true, tls.sni.clone());
+                let mut peer = HttpPeer::new(chosen.addr, true, tls.sni.clone());
                 peer.options.ca = Some(tls.ca.clone());
                 peer.options.verify_cert = true;
                 peer.options.verify_hostname = true;
@@ -157,11 +179,54 @@ impl ProxyHttp for MtlsProxy {
                 peer
             }
         };
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(Duration::from_secs(60));
-        peer.options.write_timeout = Some(Duration::from_secs(60));
+        let t = upstream.pool.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect_total);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        ctx.backend = Some(chosen);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let (Some(snapshot), Some(route), Some(chosen)) = (&ctx.snapshot, ctx.route, &ctx.backend) else {
+            return e;
+        };
+        let pool = snapshot.pool(route);
+        pool.connect_failed(chosen, (self.clock)());
+        // Nothing was sent, so an idempotent request may go to another backend.
+        let attempts = ctx.tried.len() + 1;
+        let another = || {
+            let mut tried = ctx.tried.clone();
+            tried.push(chosen.addr);
+            pool.select((self.clock)(), &tried).is_some()
+        };
+        // Without another backend to try, the client gets this failure (502/504), not 503.
+        if attempts <= usize::from(pool.spec.retries) && session.req_header().method.is_idempotent() && another() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(snapshot), Some(route), Some(chosen)) = (&ctx.snapshot, ctx.route, &ctx.backend) {
+            snapshot.pool(route).connected(chosen);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -189,7 +254,8 @@ impl ProxyHttp for MtlsProxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let refusal = match e.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => Refusal::UpstreamTimeout,
+            t if *t == NO_HEALTHY_UPSTREAM => Refusal::NoHealthyUpstream,
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => Refusal::UpstreamTimeout,
             HTTPStatus(code) if *code < 500 => Refusal::ClientError(*code),
             _ if matches!(e.esource(), ErrorSource::Downstream) => Refusal::ClientError(400),
             _ => Refusal::UpstreamFailed,
@@ -213,6 +279,9 @@ impl ProxyHttp for MtlsProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(chosen) = ctx.backend.take() {
+            chosen.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         let (Some(snapshot), Some(route), Some(verdict)) = (&ctx.snapshot, ctx.route, ctx.verdict) else {
             return;
         };

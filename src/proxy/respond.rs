@@ -20,6 +20,7 @@ pub enum Refusal {
     ClientError(u16),
     UpstreamFailed,
     UpstreamTimeout,
+    NoHealthyUpstream,
 }
 
 impl Refusal {
@@ -33,6 +34,7 @@ impl Refusal {
             Refusal::ClientError(code) => code,
             Refusal::UpstreamFailed => 502,
             Refusal::UpstreamTimeout => 504,
+            Refusal::NoHealthyUpstream => 503,
         }
     }
 
@@ -48,6 +50,7 @@ impl Refusal {
             Refusal::ClientError(_) => "bad request",
             Refusal::UpstreamFailed => "upstream unavailable",
             Refusal::UpstreamTimeout => "upstream timed out",
+            Refusal::NoHealthyUpstream => "no healthy upstream",
         }
     }
 
@@ -61,6 +64,7 @@ impl Refusal {
             Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::UpstreamFailed => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::NoHealthyUpstream => "no_healthy_upstream",
         }
     }
 }

@@ -1,0 +1,493 @@
+#!/usr/bin/env bash
+# phasegate load bench (issue 9): backend direct, nginx, HAProxy and phasegate (off, audit,
+# enforce) with the same certificates and the same backend, alternating targets round by
+# round, in two scenarios (keep-alive and a full TLS 1.3 handshake per request).
+# See README.md next to this file for how to read the output.
+#
+# Parameters (environment):
+#   ROUNDS=3 DURATION=12 (s per measured run) CONCURRENCY=64 HANDSHAKE_CONCURRENCY=16
+#   WARMUP=2 (s per target and scenario, once, before round 1)
+#   ROUND_WARMUP=1 (s before every measured run, after the target was resumed)
+#   SCENARIOS="keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
+#   PROXY_CPU=0 CLIENT_CPU=1        cores for the proxy under test / load generator + backend
+#   PARK=1       SIGSTOP the proxies not under test (their timers cannot steal the proxy core)
+#   PG_THREADS=1 phasegate --threads
+#   SKIP_BUILD=0 SKIP_INSTALL=0 WORKDIR=(mktemp) KEEP=0 (keep WORKDIR on exit)
+#   HOLD=0       1: start everything, run the sanity checks, print how to poke it, wait for ^C
+#   ports: BACKEND_PORT=8080 NGINX_PORT=9443 HAPROXY_PORT=10443
+#          PG_OFF_PORT=8443 PG_AUDIT_PORT=8444 PG_ENFORCE_PORT=8445 PG_ADMIN_PORT=9901 (..+2)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-12}
+WARMUP=${WARMUP:-2}
+ROUND_WARMUP=${ROUND_WARMUP:-1}
+CONCURRENCY=${CONCURRENCY:-64}
+HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-16}
+SCENARIOS=${SCENARIOS:-"keepalive handshake"}
+TARGETS=${TARGETS:-"backend nginx haproxy pg-off pg-audit pg-enforce"}
+PROXY_CPU=${PROXY_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+PARK=${PARK:-1}
+PG_THREADS=${PG_THREADS:-1}
+SKIP_BUILD=${SKIP_BUILD:-0}
+SKIP_INSTALL=${SKIP_INSTALL:-0}
+KEEP=${KEEP:-0}
+HOLD=${HOLD:-0}
+BACKEND_PORT=${BACKEND_PORT:-8080}
+NGINX_PORT=${NGINX_PORT:-9443}
+HAPROXY_PORT=${HAPROXY_PORT:-10443}
+PG_OFF_PORT=${PG_OFF_PORT:-8443}
+PG_AUDIT_PORT=${PG_AUDIT_PORT:-8444}
+PG_ENFORCE_PORT=${PG_ENFORCE_PORT:-8445}
+PG_ADMIN_PORT=${PG_ADMIN_PORT:-9901}
+HOST=bench.local
+SPIFFE_ID="spiffe://$HOST/ns/load/sa/client"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PHASEGATE=$TARGET_DIR/release/phasegate
+LOADGEN=$TARGET_DIR/release/examples/loadgen
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "run.sh: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------- prerequisites
+need_install=()
+command -v nginx >/dev/null || need_install+=(nginx)
+command -v haproxy >/dev/null || need_install+=(haproxy)
+command -v openssl >/dev/null || need_install+=(openssl)
+command -v taskset >/dev/null || need_install+=(util-linux)
+if ((${#need_install[@]})); then
+    [[ $SKIP_INSTALL == 1 ]] && die "missing: ${need_install[*]} (SKIP_INSTALL=1)"
+    [[ $(id -u) == 0 ]] || die "missing: ${need_install[*]}; run as root or install them"
+    log "installing ${need_install[*]} ..."
+    # Debian starts the packaged services unless policy-rc.d says no; we stop them below.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_install[@]}" >&2
+    for svc in nginx haproxy; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+            systemctl stop "$svc" || true
+            systemctl disable "$svc" 2>/dev/null || true
+        elif command -v service >/dev/null; then
+            service "$svc" stop >/dev/null 2>&1 || true
+        fi
+    done
+fi
+command -v cargo >/dev/null || die "cargo not found"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(nproc) >= 2)) || log "warning: $(nproc) CPU(s); the proxy and the client will share a core"
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building phasegate and loadgen (release) ..."
+    (cd "$ROOT" && cargo build --release --bin phasegate >&2 && cargo build --release --example loadgen >&2)
+fi
+[[ -x $PHASEGATE ]] || die "no $PHASEGATE"
+[[ -x $LOADGEN ]] || die "no $LOADGEN"
+
+# ---------------------------------------------------------------- work dir, cleanup
+if [[ -z ${WORKDIR:-} ]]; then
+    WORK=$(mktemp -d /tmp/phasegate-load.XXXXXX)
+else
+    WORK=$WORKDIR
+    mkdir -p "$WORK"
+fi
+PKI=$WORK/pki
+RESULTS=$WORK/results.tsv
+JSONL=$WORK/results.jsonl
+STARTED_PIDS=()
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        # A parked (stopped) process must be resumed to act on SIGTERM.
+        kill -CONT -- "$pid" 2>/dev/null || true
+        for c in $(pgrep -P "$pid" 2>/dev/null); do kill -CONT "$c" 2>/dev/null || true; done
+        kill -TERM -- "$pid" 2>/dev/null || true
+    done
+    local deadline=$((SECONDS + 10))
+    for pid in "${STARTED_PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ $KEEP == 1 || $rc != 0 ]]; then
+        log "work dir kept: $WORK"
+    else
+        # Keep the results, drop the rest.
+        find "$WORK" -mindepth 1 -maxdepth 1 ! -name 'results.*' ! -name 'summary.txt' -exec rm -rf {} +
+        log "results: $WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "run.sh: command failed at line $LINENO: $BASH_COMMAND"' ERR
+trap 'exit 130' INT TERM
+
+for port in $BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $PG_OFF_PORT $PG_AUDIT_PORT $PG_ENFORCE_PORT \
+    $PG_ADMIN_PORT $((PG_ADMIN_PORT + 1)) $((PG_ADMIN_PORT + 2)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "127.0.0.1:$port is already in use (a system nginx/haproxy? stop it, or change the *_PORT variables)"
+    fi
+done
+
+# ---------------------------------------------------------------- PKI (openssl CLI)
+gen_pki() {
+    mkdir -p "$PKI"
+    cd "$PKI"
+    local ossl=(openssl)
+    "${ossl[@]}" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+    "${ossl[@]}" req -x509 -new -key ca.key -sha256 -days 365 -subj "/CN=phasegate load bench CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -out ca.pem 2>/dev/null
+
+    # name, subject CN, extensions; signed by CA key $1
+    issue() {
+        local ca=$1 cakey=$2 name=$3 cn=$4 ext=$5
+        "${ossl[@]}" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$name.key" 2>/dev/null
+        "${ossl[@]}" req -new -key "$name.key" -subj "/CN=$cn" -out "$name.csr" 2>/dev/null
+        printf '%b' "$ext" >"$name.ext"
+        "${ossl[@]}" x509 -req -in "$name.csr" -CA "$ca" -CAkey "$cakey" -CAcreateserial -days 365 -sha256 \
+            -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    }
+    issue ca.pem ca.key server "$HOST" \
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:$HOST\n"
+    issue ca.pem ca.key client "load-client" \
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:$SPIFFE_ID\n"
+    cat server.crt server.key >server.pem # HAProxy wants both in one file
+
+    # A second CA and a client certificate with the same SPIFFE ID: must be refused everywhere.
+    "${ossl[@]}" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out rogue-ca.key 2>/dev/null
+    "${ossl[@]}" req -x509 -new -key rogue-ca.key -sha256 -days 365 -subj "/CN=rogue CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -out rogue-ca.pem 2>/dev/null
+    issue rogue-ca.pem rogue-ca.key rogue "load-client" \
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:$SPIFFE_ID\n"
+    openssl verify -CAfile ca.pem server.crt client.crt >/dev/null || die "PKI: verification failed"
+    cd - >/dev/null
+}
+
+render() { # template -> output
+    sed -e "s|@WORK@|$WORK|g" -e "s|@PKI@|$PKI|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
+        -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
+        -e "s|@PORT@|${PORT:-}|g" -e "s|@MODE@|${MODE:-}|g" "$1" >"$2"
+}
+
+wait_port() {
+    local port=$1 pid=$2 what=$3 i
+    for i in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || die "$what exited; see its log under $WORK"
+        sleep 0.1
+    done
+    die "$what did not listen on $port within 10 s"
+}
+
+# Target table ------------------------------------------------------------------
+declare -A PORT_OF PIDS_OF SCHEME_OF
+PORT_OF[backend]=$BACKEND_PORT
+PORT_OF[nginx]=$NGINX_PORT
+PORT_OF[haproxy]=$HAPROXY_PORT
+PORT_OF[pg-off]=$PG_OFF_PORT
+PORT_OF[pg-audit]=$PG_AUDIT_PORT
+PORT_OF[pg-enforce]=$PG_ENFORCE_PORT
+for t in "${!PORT_OF[@]}"; do SCHEME_OF[$t]=https; done
+SCHEME_OF[backend]=http
+
+# nginx master + its workers
+child_pids() { pgrep -P "$1" | tr '\n' ' ' || true; }
+nginx_pids() { echo "$1 $(child_pids "$1")"; }
+
+start_all() {
+    mkdir -p "$WORK"/{backend,nginx,haproxy}/tmp
+    render "$HERE/nginx-backend.conf.tmpl" "$WORK/backend/nginx.conf"
+    render "$HERE/nginx-edge.conf.tmpl" "$WORK/nginx/nginx.conf"
+    render "$HERE/haproxy.cfg.tmpl" "$WORK/haproxy/haproxy.cfg"
+
+    taskset -c "$CLIENT_CPU" nginx -p "$WORK/backend" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf" \
+        >"$WORK/backend/stdout.log" 2>&1 &
+    local pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_port "$BACKEND_PORT" "$pid" "backend nginx"
+    PIDS_OF[backend]=$(nginx_pids "$pid")
+
+    taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
+        >"$WORK/nginx/stdout.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_port "$NGINX_PORT" "$pid" "nginx"
+    PIDS_OF[nginx]=$(nginx_pids "$pid")
+
+    haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config check failed"
+    taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/stdout.log" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_port "$HAPROXY_PORT" "$pid" "haproxy"
+    PIDS_OF[haproxy]="$pid $(child_pids "$pid")"
+
+    local i=0 mode dir
+    for mode in off audit enforce; do
+        dir=$WORK/pg-$mode
+        mkdir -p "$dir/config" "$dir/state"
+        PORT=${PORT_OF[pg-$mode]} MODE=$mode render "$HERE/phasegate.yaml.tmpl" "$dir/config/bench.yaml"
+        "$PHASEGATE" check "$dir/config" >"$dir/check.log" 2>&1 || {
+            cat "$dir/check.log" >&2
+            die "phasegate check failed for mode $mode"
+        }
+        taskset -c "$PROXY_CPU" "$PHASEGATE" run --config "$dir/config" --admin "127.0.0.1:$((PG_ADMIN_PORT + i))" \
+            --state-dir "$dir/state" --threads "$PG_THREADS" --instance-id "bench-$mode" --grace-period 1 \
+            >"$dir/phasegate.log" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        wait_port "${PORT_OF[pg-$mode]}" "$pid" "phasegate ($mode)"
+        PIDS_OF[pg-$mode]=$pid
+        i=$((i + 1))
+    done
+}
+
+PROXIES="nginx haproxy pg-off pg-audit pg-enforce"
+ACTIVE=""
+# Resume the target's proxy, park the others (PARK=1). The backend always runs.
+activate() {
+    local t=$1 p
+    [[ $PARK == 1 ]] || return 0
+    [[ $ACTIVE == "$t" ]] && return 0
+    for p in $PROXIES; do
+        [[ $p == "$t" ]] && continue
+        # shellcheck disable=SC2086
+        kill -STOP ${PIDS_OF[$p]} 2>/dev/null || true
+    done
+    if [[ $t != backend ]]; then
+        # shellcheck disable=SC2086
+        kill -CONT ${PIDS_OF[$t]} 2>/dev/null || true
+    fi
+    ACTIVE=$t
+}
+resume_all() {
+    local p
+    # shellcheck disable=SC2086
+    for p in $PROXIES; do kill -CONT ${PIDS_OF[$p]} 2>/dev/null || true; done
+    ACTIVE=""
+}
+
+# loadgen TARGET SCENARIO DURATION [extra args] -> one JSON line on stdout
+loadgen() {
+    local t=$1 scenario=$2 duration=$3
+    shift 3
+    local c=$CONCURRENCY
+    [[ $scenario == handshake ]] && c=$HANDSHAKE_CONCURRENCY
+    local watch=(--watch "proxy=$(echo ${PIDS_OF[$t]} | tr ' ' ',')")
+    [[ $t != backend ]] && watch+=(--watch "backend=$(echo ${PIDS_OF[backend]} | tr ' ' ',')")
+    taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:${PORT_OF[$t]}" --host "$HOST" --scheme "${SCHEME_OF[$t]}" \
+        --ca "$PKI/ca.pem" --scenario "$scenario" --concurrency "$c" --duration "$duration" \
+        --label "$t" "${watch[@]}" "$@"
+}
+with_cert=(--cert "$PKI/client.crt" --key "$PKI/client.key")
+with_rogue=(--cert "$PKI/rogue.crt" --key "$PKI/rogue.key")
+
+# jnum KEY JSON -> number (the loadgen's output is one flat-ish line)
+jnum() { sed -n "s/.*\"$1\":\([-0-9.]*\).*/\1/p" <<<"$2"; }
+jstr() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$2"; }
+
+# ---------------------------------------------------------------- machine info
+CLK_TCK=$(getconf CLK_TCK)
+ossl_in() { grep -a -o -m1 'OpenSSL [0-9][0-9.]*[a-z]* *[0-9]* [A-Z][a-z][a-z] [0-9]\{4\}' "$1" | head -1; }
+machine_info() {
+    echo "date:      $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine:   $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
+    echo "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average before the run)"
+    echo "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -i -m1 'openssl' | sed 's/^built with //')"
+    echo "haproxy:   $(haproxy -v | head -1 | sed 's/^HAProxy version //'); $(haproxy -vv | grep -i 'OpenSSL version' | sed 's/ *: */ /' | paste -sd';' | sed 's/;/; /g')"
+    local rev
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+    git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev+dirty"
+    echo "phasegate: $rev, threads=$PG_THREADS; $(ossl_in "$PHASEGATE") (static)"
+    echo "loadgen:   $(ossl_in "$LOADGEN"); offers X25519 only, TLS 1.3 only"
+    echo "pinning:   proxy on CPU $PROXY_CPU; loadgen + backend (nginx, 1 worker) on CPU $CLIENT_CPU; parked idle proxies: $([[ $PARK == 1 ]] && echo yes || echo no)"
+    echo "runs:      ROUNDS=$ROUNDS DURATION=${DURATION}s keepalive c=$CONCURRENCY, handshake c=$HANDSHAKE_CONCURRENCY"
+}
+
+# ---------------------------------------------------------------- go
+gen_pki
+start_all
+log ""
+machine_info | tee "$WORK/summary.txt" >&2
+log ""
+
+# Sanity: the right status for the right client, TLS 1.3, verification really on.
+sanity_fail=0
+check() { # target cert-kind expect(200|403|rejected: 400, 403 or handshake refused)
+    local t=$1 kind=$2 expect=$3 out args=() status got
+    case $kind in
+    cert) args=("${with_cert[@]}") ;;
+    rogue) args=("${with_rogue[@]}") ;;
+    none) args=() ;;
+    esac
+    activate "$t"
+    out=$(loadgen "$t" keepalive 0.3 --concurrency 1 --expect-status 200 --timeout 3 "${args[@]}" 2>&1) || true
+    local req err un
+    req=$(jnum requests "$out")
+    err=$(jnum errors "$out")
+    un=$(jnum unexpected_status "$out")
+    status=$(sed -n 's/.*"statuses":{\([^}]*\)}.*/\1/p' <<<"$out" | tr -d '"')
+    if [[ -z $req ]]; then
+        got="loadgen failed: $out"
+    elif [[ ${req:-0} -gt 0 && $err == 0 ]]; then
+        got="HTTP ${status}"
+    elif [[ ${req:-0} == 0 && $err -gt 0 ]]; then
+        got="refused ($(jstr first_error "$out" | cut -c1-90))"
+    else
+        got="mixed: $out"
+    fi
+    local ok=no
+    case $expect in
+    200 | 403) [[ $got == "HTTP $expect:"* && $err == 0 && $status != *,* ]] && ok=yes ;;
+    refused) [[ $got == refused* ]] && ok=yes ;;
+    rejected) [[ ($got == "HTTP 40"[03]":"* && $status != *,*) || $got == refused* ]] && ok=yes ;;
+    esac
+    [[ $t != backend && $kind == cert && $(jstr tls "$out") != TLSv1.3* ]] && ok=no
+    printf '  %-10s %-9s expect %-12s got %s%s\n' "$t" "$kind" "$expect" "$got" \
+        "$([[ $kind == cert && $t != backend ]] && echo ", $(jstr tls "$out")")" >&2
+    [[ $ok == yes ]] || {
+        log "  ^^^ unexpected"
+        sanity_fail=1
+    }
+}
+log "sanity checks (cert = bench client cert; none = no cert; rogue = same SPIFFE ID from another CA):"
+check backend none 200
+for t in nginx haproxy pg-off pg-audit pg-enforce; do check "$t" cert 200; done
+for t in nginx haproxy pg-enforce; do check "$t" none 403; done
+for t in pg-off pg-audit; do check "$t" none 200; done
+# nginx answers 400 to a certificate that fails verification (optional, not optional_no_ca),
+# HAProxy aborts the handshake (verify optional without crt-ignore-err).
+for t in nginx haproxy pg-enforce; do check "$t" rogue rejected; done
+[[ $sanity_fail == 0 ]] || die "sanity checks failed"
+log ""
+
+if [[ $HOLD == 1 ]]; then
+    resume_all
+    log "HOLD=1: everything is running (nothing parked). Work dir: $WORK"
+    for t in $TARGETS; do log "  $t: 127.0.0.1:${PORT_OF[$t]} pids ${PIDS_OF[$t]}"; done
+    log "  e.g. $LOADGEN --addr 127.0.0.1:$PG_AUDIT_PORT --ca $PKI/ca.pem ${with_cert[*]} --scenario keepalive -c 64 -d 10"
+    log "Ctrl-C to stop."
+    while true; do
+        sleep 3600 &
+        wait $! || true
+    done
+fi
+
+run_one() { # target scenario round -> appends to results
+    local t=$1 s=$2 r=$3 out extra=()
+    [[ $t != backend ]] && extra=("${with_cert[@]}")
+    activate "$t"
+    if ((ROUND_WARMUP > 0)); then loadgen "$t" "$s" "$ROUND_WARMUP" "${extra[@]}" >/dev/null; fi
+    out=$(loadgen "$t" "$s" "$DURATION" "${extra[@]}")
+    echo "$out" | sed "s/^{/{\"round\":$r,/" >>"$JSONL"
+    local req err un rps p50 p99 pt bt ct b0 b1 dur
+    req=$(jnum requests "$out")
+    err=$(jnum errors "$out")
+    un=$(jnum unexpected_status "$out")
+    rps=$(jnum rps "$out")
+    p50=$(jnum p50_us "$out")
+    p99=$(jnum p99_us "$out")
+    pt=$(jnum cpu_ticks_proxy "$out")
+    bt=$(jnum cpu_ticks_backend "$out")
+    ct=$(jnum cpu_ticks_client "$out")
+    b0=$(jnum "busy_pct_cpu$PROXY_CPU" "$out")
+    b1=$(jnum "busy_pct_cpu$CLIENT_CPU" "$out")
+    dur=$(jnum duration_s "$out")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$s" "$t" "$r" "$req" "$err" "$un" "$rps" "$p50" "$p99" "$pt" "${bt:-0}" "${ct:-0}" "${b0:-0}" "${b1:-0}" "$dur" >>"$RESULTS"
+    local cpu
+    cpu=$(awk -v t="$pt" -v n="$req" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
+    printf '  round %d %-9s %-10s %8.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  CPU %s µs/req%s\n' \
+        "$r" "$s" "$t" "$rps" "$p50" "$p99" "$((err + un))" "$cpu" "$([[ $t == backend ]] && echo ' (backend)')" >&2
+    if ((err + un > 0)); then log "    first error: $(jstr first_error "$out")"; fi
+}
+
+if ((WARMUP > 0)); then
+    log "warm-up (${WARMUP}s per target and scenario) ..."
+    for s in $SCENARIOS; do
+        for t in $TARGETS; do
+            extra=()
+            [[ $t != backend ]] && extra=("${with_cert[@]}")
+            activate "$t"
+            loadgen "$t" "$s" "$WARMUP" "${extra[@]}" >/dev/null
+        done
+    done
+fi
+
+printf 'scenario\ttarget\tround\trequests\terrors\tunexpected\trps\tp50_us\tp99_us\tproxy_ticks\tbackend_ticks\tclient_ticks\tbusy_proxy_cpu\tbusy_client_cpu\tduration_s\n' >"$RESULTS"
+: >"$JSONL"
+read -r -a target_list <<<"$TARGETS"
+n=${#target_list[@]}
+for r in $(seq 1 "$ROUNDS"); do
+    log "round $r/$ROUNDS"
+    for s in $SCENARIOS; do
+        # Rotate the order each round so no target always runs first or last.
+        for i in $(seq 0 $((n - 1))); do
+            run_one "${target_list[$(((i + r - 1) % n))]}" "$s" "$r"
+        done
+    done
+done
+resume_all
+
+# ---------------------------------------------------------------- tables
+summarize() {
+    awk -F'\t' -v hz="$CLK_TCK" -v targets="$TARGETS" -v scenarios="$SCENARIOS" \
+        -v kc="$CONCURRENCY" -v hc="$HANDSHAKE_CONCURRENCY" -v dur="$DURATION" -v rounds="$ROUNDS" '
+    function median(arr, n,    i, j, tmp, a) {
+        for (i = 1; i <= n; i++) a[i] = arr[i]
+        for (i = 2; i <= n; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+        if (n == 0) return -1
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function minv(arr, n,   i, m) { m = arr[1]; for (i = 2; i <= n; i++) if (arr[i] < m) m = arr[i]; return m }
+    function maxv(arr, n,   i, m) { m = arr[1]; for (i = 2; i <= n; i++) if (arr[i] > m) m = arr[i]; return m }
+    NR == 1 { next }
+    {
+        k = $1 SUBSEP $2; n = ++cnt[k]
+        rps[k, n] = $7; p50[k, n] = $8; p99[k, n] = $9
+        err[k] += $5 + $6
+        cpu[k, n] = ($4 > 0) ? $10 / hz * 1e6 / $4 : 0
+        bcpu[k, n] = ($4 > 0) ? $11 / hz * 1e6 / $4 : 0
+        pcore[k, n] = ($15 > 0) ? 100 * $10 / hz / $15 : 0
+        other[k, n] = $13 - pcore[k, n]; if (other[k, n] < 0) other[k, n] = 0
+        ccore[k, n] = $14
+    }
+    END {
+        ns = split(scenarios, S, " "); nt = split(targets, T, " ")
+        for (si = 1; si <= ns; si++) {
+            s = S[si]
+            if (s == "keepalive") printf "\n== keep-alive: %d connections, HTTP/1.1, client certificate; %s s x %s rounds ==\n", kc, dur, rounds
+            else printf "\n== handshake: %d workers, new TCP + full TLS 1.3 handshake with client certificate per request; %s s x %s rounds ==\n", hc, dur, rounds
+            printf "%-12s %9s %8s %8s %7s %11s %15s %9s %8s %8s %8s %9s\n", "target", "req/s", "p50 us", "p99 us", "errors", "CPU us/req", "(min-max)", "vs nginx", "proxy%", "other%", "client%", "backend"
+            ng = -1
+            kn = s SUBSEP "nginx"
+            if (cnt[kn] > 0) { for (i = 1; i <= cnt[kn]; i++) v[i] = cpu[kn, i]; ng = median(v, cnt[kn]) }
+            for (ti = 1; ti <= nt; ti++) {
+                t = T[ti]; k = s SUBSEP t; n = cnt[k]
+                if (n == 0) continue
+                for (i = 1; i <= n; i++) { a1[i] = rps[k, i]; a2[i] = p50[k, i]; a3[i] = p99[k, i]; a4[i] = cpu[k, i]; a5[i] = pcore[k, i]; a6[i] = other[k, i]; a7[i] = ccore[k, i]; a8[i] = bcpu[k, i] }
+                c = median(a4, n)
+                ratio = (t == "backend" || ng <= 0) ? "-" : sprintf("%.2fx", c / ng)
+                label = (t == "backend") ? "backend*" : t
+                printf "%-12s %9.0f %8.0f %8.0f %7d %11.1f %15s %9s %8.0f %8.0f %8.0f %9s\n", label, median(a1, n), median(a2, n), median(a3, n), err[k], c, sprintf("(%.1f-%.1f)", minv(a4, n), maxv(a4, n)), ratio, median(a5, n), median(a6, n), median(a7, n), (t == "backend") ? "-" : sprintf("%.1f", median(a8, n))
+                if (t != "backend" && maxv(a6, n) > maxother) maxother = maxv(a6, n)
+            }
+        }
+        print ""
+        print "req/s, p50, p99, CPU: medians over rounds; errors: sum (failed requests + unexpected statuses)."
+        print "CPU us/req: utime+stime of all the proxy processes over the window / completed requests."
+        print "* backend row: the client talks to the backend directly; its CPU column is the backend nginx."
+        print "proxy%/other%: share of the proxy core used by the proxy / by anything else (noise);"
+        print "client%: busy share of the loadgen+backend core; backend: backend nginx CPU us/req."
+        if (maxother > 10) printf "warning: up to %.0f%% of the proxy core went to other processes during a run (other%%): noisy; rerun on a quiet machine.\n", maxother
+    }' "$RESULTS"
+}
+summarize | tee -a "$WORK/summary.txt"

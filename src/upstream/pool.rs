@@ -1,0 +1,410 @@
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::selection::{BackendIter, BackendSelection, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use serde::Serialize;
+
+use super::{Balance, PoolSpec, Target};
+use crate::policy::UpstreamTls;
+
+/// What the gateway knows about one backend, kept across DNS refreshes and reloads.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    pub in_flight: AtomicUsize,
+    pub consecutive_failures: AtomicU32,
+    /// Unix seconds until which passive ejection keeps the backend out; 0 when not ejected.
+    pub ejected_until: AtomicI64,
+    pub requests: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
+
+/// A backend picked for one attempt.
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    pub addr: SocketAddr,
+    pub stats: Arc<BackendStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub address: SocketAddr,
+    pub weight: usize,
+    /// Passing active health checks (always true without them).
+    pub healthy: bool,
+    pub ejected_until: Option<i64>,
+    pub in_flight: usize,
+    pub requests: u64,
+    pub connect_failures: u64,
+}
+
+type StatsByAddr = Arc<Mutex<HashMap<SocketAddr, Arc<BackendStats>>>>;
+
+fn stats_for(stats: &StatsByAddr, addr: SocketAddr) -> Arc<BackendStats> {
+    stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(addr)
+        .or_default()
+        .clone()
+}
+
+/// Static addresses and DNS names. The first discovery returns what was resolved when
+/// the config was compiled (so a pool serves from its first request); later ones resolve
+/// the names again.
+struct Discovery {
+    targets: Vec<Target>,
+    stats: StatsByAddr,
+    first: AtomicUsize,
+}
+
+impl Discovery {
+    fn backend(&self, addr: SocketAddr, weight: usize) -> Backend {
+        let mut b = Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+            weight,
+            ext: Default::default(),
+        };
+        b.ext.insert(stats_for(&self.stats, addr));
+        b
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let first = self.first.fetch_add(1, Ordering::Relaxed) == 0;
+        let mut set = BTreeSet::new();
+        for t in &self.targets {
+            match t {
+                Target::Address { addr, weight } => {
+                    set.insert(self.backend(*addr, *weight));
+                }
+                Target::Dns {
+                    host,
+                    port,
+                    weight,
+                    resolved,
+                } => {
+                    let found: Vec<SocketAddr> = if first {
+                        resolved.clone()
+                    } else {
+                        match tokio::net::lookup_host((host.as_str(), *port)).await {
+                            Ok(addrs) => addrs.collect(),
+                            // keep serving the last answer rather than emptying the pool
+                            Err(e) => {
+                                tracing::warn!(host = %host, error = %e, "DNS refresh failed; keeping the previous addresses");
+                                return Err(pingora::Error::because(
+                                    pingora::ErrorType::InternalError,
+                                    "DNS refresh",
+                                    e,
+                                ));
+                            }
+                        }
+                    };
+                    for addr in found {
+                        set.insert(self.backend(addr, *weight));
+                    }
+                }
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
+/// Least connections: backends in order of their in-flight requests, ties taken in turn.
+pub struct LeastConnections {
+    backends: Box<[Backend]>,
+    turn: AtomicUsize,
+}
+
+impl BackendSelection for LeastConnections {
+    type Iter = LeastConnectionsIter;
+    type Config = ();
+
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        LeastConnections {
+            backends: backends.iter().cloned().collect(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    fn iter(self: &Arc<Self>, _key: &[u8]) -> Self::Iter {
+        let n = self.backends.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let load = |b: &Backend| {
+            let in_flight = b
+                .ext
+                .get::<Arc<BackendStats>>()
+                .map_or(0, |s| s.in_flight.load(Ordering::Relaxed));
+            in_flight * 1000 / b.weight.max(1)
+        };
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n.max(1)).collect();
+        order.sort_by_key(|&i| load(&self.backends[i]));
+        LeastConnectionsIter {
+            selection: self.clone(),
+            order,
+            next: 0,
+        }
+    }
+}
+
+pub struct LeastConnectionsIter {
+    selection: Arc<LeastConnections>,
+    order: Vec<usize>,
+    next: usize,
+}
+
+impl BackendIter for LeastConnectionsIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let i = *self.order.get(self.next)?;
+        self.next += 1;
+        self.selection.backends.get(i)
+    }
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    LeastConnections(LoadBalancer<LeastConnections>),
+}
+
+impl Balancer {
+    fn select_with(&self, accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
+        match self {
+            Balancer::RoundRobin(lb) => lb.select_with(b"", 256, accept),
+            Balancer::LeastConnections(lb) => lb.select_with(b"", 256, accept),
+        }
+    }
+
+    fn backends(&self) -> &Backends {
+        match self {
+            Balancer::RoundRobin(lb) => lb.backends(),
+            Balancer::LeastConnections(lb) => lb.backends(),
+        }
+    }
+
+    async fn update(&self) -> pingora::Result<()> {
+        match self {
+            Balancer::RoundRobin(lb) => lb.update().await,
+            Balancer::LeastConnections(lb) => lb.update().await,
+        }
+    }
+}
+
+/// A route's backends at run time. Shared by every snapshot whose route has the same spec.
+pub struct Pool {
+    pub spec: PoolSpec,
+    balancer: Balancer,
+    stats: StatsByAddr,
+    last_health_check: Mutex<Option<Instant>>,
+    last_dns: Mutex<Instant>,
+}
+
+impl Pool {
+    pub fn new(spec: PoolSpec, tls: Option<&UpstreamTls>) -> Pool {
+        let stats: StatsByAddr = Arc::default();
+        let discovery = Discovery {
+            targets: spec.targets.clone(),
+            stats: stats.clone(),
+            first: AtomicUsize::new(0),
+        };
+        let mut backends = Backends::new(Box::new(discovery));
+        if let Some(h) = &spec.health {
+            backends.set_health_check(health_check(h, tls));
+        }
+        let balancer = match spec.balance {
+            Balance::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
+            Balance::LeastConnections => Balancer::LeastConnections(LoadBalancer::from_backends(backends)),
+        };
+        // the first discovery answers from memory: the pool is complete before any request
+        if let Some(Err(e)) = balancer.update().now_or_never() {
+            tracing::error!(error = %e, "cannot build upstream pool");
+        }
+        Pool {
+            spec,
+            balancer,
+            stats,
+            last_health_check: Mutex::new(None),
+            last_dns: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// The next backend to try: healthy, not ejected, not tried yet for this request.
+    pub fn select(&self, now: i64, tried: &[SocketAddr]) -> Option<Chosen> {
+        let b = self.balancer.select_with(|b, healthy| {
+            let Some(stats) = b.ext.get::<Arc<BackendStats>>() else {
+                return false;
+            };
+            healthy
+                && stats.ejected_until.load(Ordering::Relaxed) <= now
+                && !b.addr.as_inet().is_some_and(|a| tried.contains(a))
+        })?;
+        let addr = *b.addr.as_inet()?;
+        let stats = b.ext.get::<Arc<BackendStats>>()?.clone();
+        Some(Chosen { addr, stats })
+    }
+
+    /// A connection attempt failed: after `max_failures` in a row the backend is ejected.
+    pub fn connect_failed(&self, chosen: &Chosen, now: i64) {
+        chosen.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        let n = chosen.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let p = self.spec.passive;
+        if p.max_failures > 0 && n >= p.max_failures {
+            chosen
+                .stats
+                .ejected_until
+                .store(now + p.ejection.as_secs() as i64, Ordering::Relaxed);
+            chosen.stats.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(backend = %chosen.addr, failures = n, ejected_for = ?p.ejection, "upstream backend ejected");
+        }
+    }
+
+    pub fn connected(&self, chosen: &Chosen) {
+        chosen.stats.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Health checks and DNS refreshes that are due.
+    pub async fn maintain(&self) {
+        if let Some(h) = &self.spec.health {
+            let due = {
+                let mut last = self.last_health_check.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.is_none_or(|t| t.elapsed() >= h.interval);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if due {
+                self.balancer.backends().run_health_check(true).await;
+            }
+        }
+        let has_dns = self.spec.targets.iter().any(|t| matches!(t, Target::Dns { .. }));
+        let refresh = has_dns && {
+            let mut last = self.last_dns.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.elapsed() >= self.spec.dns_refresh;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if refresh {
+            let _ = self.balancer.update().await;
+        }
+    }
+
+    pub fn view(&self, now: i64) -> Vec<BackendView> {
+        let backends = self.balancer.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter_map(|b| {
+                let addr = *b.addr.as_inet()?;
+                let stats = stats_for(&self.stats, addr);
+                let ejected = stats.ejected_until.load(Ordering::Relaxed);
+                Some(BackendView {
+                    address: addr,
+                    weight: b.weight,
+                    healthy: backends.ready(b),
+                    ejected_until: (ejected > now).then_some(ejected),
+                    in_flight: stats.in_flight.load(Ordering::Relaxed),
+                    requests: stats.requests.load(Ordering::Relaxed),
+                    connect_failures: stats.connect_failures.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
+
+fn health_check(
+    h: &super::HealthSpec,
+    tls: Option<&UpstreamTls>,
+) -> Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync + 'static> {
+    match &h.http_path {
+        None => {
+            let mut check = TcpHealthCheck::new();
+            check.consecutive_success = h.healthy_threshold;
+            check.consecutive_failure = h.unhealthy_threshold;
+            check.peer_template.options.connection_timeout = Some(h.timeout);
+            check
+        }
+        Some(path) => {
+            let host = tls.map_or("localhost", |t| t.sni.as_str());
+            let mut check = HttpHealthCheck::new(host, tls.is_some());
+            check.consecutive_success = h.healthy_threshold;
+            check.consecutive_failure = h.unhealthy_threshold;
+            check.peer_template.options.connection_timeout = Some(h.timeout);
+            check.peer_template.options.read_timeout = Some(h.timeout);
+            if let Some(t) = tls {
+                // the check verifies and authenticates exactly like the traffic does
+                check.peer_template.options.ca = Some(t.ca.clone());
+                check.peer_template.client_cert_key = t.client_cert.clone();
+                check.peer_template.group_key = t.trust_key;
+            }
+            if let Ok(uri) = http::Uri::try_from(path.as_str()) {
+                check.req.set_uri(uri);
+            }
+            check.validator = Some(Box::new(|resp| {
+                if resp.status.is_success() {
+                    Ok(())
+                } else {
+                    pingora::Error::e_explain(
+                        pingora::ErrorType::Custom("unhealthy"),
+                        format!("status {}", resp.status),
+                    )
+                }
+            }));
+            Box::new(check)
+        }
+    }
+}
+
+/// Keeps pools (and so their health and counters) across reloads when a route's pool is
+/// configured the same; the control plane is its only user.
+#[derive(Default)]
+pub struct PoolRegistry {
+    pools: Mutex<HashMap<Arc<str>, (PoolSpec, Option<u64>, Weak<Pool>)>>,
+}
+
+impl PoolRegistry {
+    pub fn pool(&self, route: &Arc<str>, spec: &PoolSpec, tls: Option<&UpstreamTls>) -> Arc<Pool> {
+        let tls_key = tls.map(|t| t.trust_key ^ t.client_cert_not_after.unwrap_or(0) as u64);
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, k, weak)) = pools.get(route) {
+            if s == spec && *k == tls_key {
+                if let Some(p) = weak.upgrade() {
+                    return p;
+                }
+            }
+        }
+        let pool = Arc::new(Pool::new(spec.clone(), tls));
+        pools.insert(route.clone(), (spec.clone(), tls_key, Arc::downgrade(&pool)));
+        pools.retain(|_, (_, _, w)| w.strong_count() > 0);
+        pool
+    }
+}
+
+/// How long the maintenance loop sleeps between rounds.
+pub const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs due health checks and DNS refreshes of every pool in the live snapshot.
+pub fn spawn_maintenance(snapshot: crate::policy::SharedSnapshot) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let current = snapshot.load_full();
+            let mut pools: Vec<&Arc<Pool>> = current.pools().collect();
+            pools.sort_by_key(|p| Arc::as_ptr(p));
+            pools.dedup_by_key(|p| Arc::as_ptr(p));
+            futures::future::join_all(pools.iter().map(|p| p.maintain())).await;
+        }
+    });
+}
