@@ -22,11 +22,21 @@ pub struct BackendTls {
     pub client_ca: Option<std::path::PathBuf>,
 }
 
-/// Serves until the returned handle is dropped or aborted.
+/// Serves until the returned handle is aborted.
 pub async fn serve_echo(
     listener: TcpListener,
     name: &str,
     tls: Option<BackendTls>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_echo_with(listener, name, tls, EchoControl::default()).await
+}
+
+/// [`serve_echo`] with levers for tests.
+pub async fn serve_echo_with(
+    listener: TcpListener,
+    name: &str,
+    tls: Option<BackendTls>,
+    control: EchoControl,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let acceptor = match tls {
         Some(tls) => Some(Arc::new(tls_acceptor(&tls).map_err(std::io::Error::other)?)),
@@ -34,14 +44,21 @@ pub async fn serve_echo(
     };
     let name: Arc<str> = name.into();
     Ok(tokio::spawn(async move {
+        // connections live in this set, so aborting the server closes them too
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
             let acceptor = acceptor.clone();
             let name = name.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| echo(req, name.clone(), peer));
+            let control = control.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |req| echo(req, name.clone(), peer, control.clone()));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match acceptor {
                     None => {
@@ -74,11 +91,41 @@ fn tls_acceptor(tls: &BackendTls) -> Result<SslAcceptor, openssl::error::ErrorSt
     Ok(b.build())
 }
 
+/// Levers for tests: whether `/healthz` answers 200, and how many requests were served.
+#[derive(Clone, Debug, Default)]
+pub struct EchoControl {
+    pub unhealthy: Arc<std::sync::atomic::AtomicBool>,
+    pub served: Arc<std::sync::atomic::AtomicU64>,
+}
+
 async fn echo(
     req: Request<Incoming>,
     name: Arc<str>,
     peer: SocketAddr,
+    control: EchoControl,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    use std::sync::atomic::Ordering;
+    if req.uri().path() == "/healthz" {
+        let status = if control.unhealthy.load(Ordering::Relaxed) {
+            503
+        } else {
+            200
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"health\n")))
+            .expect("static response parts are valid"));
+    }
+    control.served.fetch_add(1, Ordering::Relaxed);
+    // `?delay_ms=N` answers late: a slow backend for timeout tests and the SIGTERM drain
+    let delay = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in req.headers() {
         headers
