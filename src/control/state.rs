@@ -43,7 +43,15 @@ pub fn load(path: &Path) -> Result<Overrides, StateError> {
     };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Overrides::new()),
+        // no file can be there: nothing was saved (saving will fail and say so)
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Overrides::new())
+        }
         Err(e) => return Err(unreadable(e.to_string())),
     };
     let file: StateFile = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;

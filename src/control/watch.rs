@@ -31,7 +31,7 @@ pub fn spawn_watcher(handle: ControlHandle, snapshot: SharedSnapshot, config_dir
                 return;
             }
         };
-        let mut armed: BTreeMap<PathBuf, bool> = BTreeMap::new();
+        let mut armed = Watches::new();
         sync_watches(&mut watcher, &mut armed, &wanted_dirs(&snapshot, &config_dir));
         let mut rearm = tokio::time::interval(REARM_EVERY);
         loop {
@@ -49,7 +49,14 @@ pub fn spawn_watcher(handle: ControlHandle, snapshot: SharedSnapshot, config_dir
                     sync_watches(&mut watcher, &mut armed, &wanted_dirs(&snapshot, &config_dir));
                 }
                 _ = rearm.tick() => {
-                    let lost = armed.values().any(|ok| !ok);
+                    // a watched directory that was deleted or replaced (a new inode, even if
+                    // it came back under the same name) needs a new watch
+                    for (dir, watched) in armed.iter_mut() {
+                        if watched.is_some() && *watched != inode(dir) {
+                            *watched = None;
+                        }
+                    }
+                    let lost = armed.values().any(Option::is_none);
                     if lost && sync_watches(&mut watcher, &mut armed, &wanted_dirs(&snapshot, &config_dir)) {
                         // A directory came back: whatever is in it now may differ.
                         if handle.reload(ReloadSource::FileChange).await.is_err() {
@@ -95,23 +102,31 @@ fn wanted_dirs(snapshot: &SharedSnapshot, config_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Arms watches for `wanted` and drops the others; true if a lost watch came back.
-fn sync_watches(watcher: &mut impl Watcher, armed: &mut BTreeMap<PathBuf, bool>, wanted: &[PathBuf]) -> bool {
+/// The watched directories and the inode each watch was set on (`None`: not watched).
+type Watches = BTreeMap<PathBuf, Option<u64>>;
+
+fn inode(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|m| m.ino())
+}
+
+fn sync_watches(watcher: &mut impl Watcher, armed: &mut Watches, wanted: &[PathBuf]) -> bool {
     let mut recovered = false;
-    armed.retain(|dir, ok| {
+    armed.retain(|dir, watched| {
         let keep = wanted.contains(dir);
-        if !keep && *ok {
+        if !keep && watched.is_some() {
             let _ = watcher.unwatch(dir);
         }
         keep
     });
     for dir in wanted {
-        let ok = armed.get(dir).copied().unwrap_or(false);
-        if !ok {
-            let now_ok = watcher.watch(dir, RecursiveMode::NonRecursive).is_ok();
-            if now_ok && armed.contains_key(dir) {
+        if armed.get(dir).copied().flatten().is_none() {
+            let _ = watcher.unwatch(dir); // a stale watch on a deleted directory
+            let now = inode(dir).filter(|_| watcher.watch(dir, RecursiveMode::NonRecursive).is_ok());
+            if now.is_some() && armed.contains_key(dir) {
                 recovered = true;
             }
-            armed.insert(dir.clone(), now_ok);
+            armed.insert(dir.clone(), now);
         }
     }
     recovered
@@ -119,12 +134,12 @@ fn sync_watches(watcher: &mut impl Watcher, armed: &mut BTreeMap<PathBuf, bool>,
 
 /// Whether an event may change the configuration. Reading files (our own reloads do) is
 /// not a change; a watched directory that disappears must be re-armed later.
-fn is_change(event: &notify::Result<Event>, armed: &mut BTreeMap<PathBuf, bool>) -> bool {
+fn is_change(event: &notify::Result<Event>, armed: &mut Watches) -> bool {
     let Ok(event) = event else { return true };
     if let EventKind::Remove(_) = event.kind {
         for path in &event.paths {
-            if let Some(ok) = armed.get_mut(path) {
-                *ok = false;
+            if let Some(watched) = armed.get_mut(path) {
+                *watched = None;
             }
         }
     }

@@ -1,0 +1,211 @@
+//! Faults: the policy directory vanishes, the state directory cannot be written, SIGTERM
+//! arrives mid-request. Serving goes on (or drains), and every problem is shown.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, ClientKind, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
+
+const ROUTES: &str = r#"
+routes:
+  - name: payments
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: enforce, trust: internal }
+"#;
+
+async fn wait_for_error(gw: &TestGateway) -> serde_json::Value {
+    for _ in 0..200 {
+        let (_, status) = gw.admin_get("/api/config").await;
+        if !status["last_error"].is_null() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no reload error shown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policy_directory_keeps_the_last_good_config_serving_and_shows_the_error() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let good = ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(ClientKind::Good));
+    let saved = std::fs::read_to_string(pki.path("policies/gateway.yaml")).unwrap();
+    std::fs::remove_dir_all(pki.policies()).unwrap();
+    let status = wait_for_error(&gw).await;
+    let problem = &status["last_error"]["problems"][0];
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read policy directory"),
+        "{problem}"
+    );
+    assert_eq!(status["generation"], 1);
+    assert_eq!(
+        common::client::get_once(gw.addr, &good, "api.test", "/").await.status,
+        200
+    );
+    // the directory comes back (a redeploy): the watcher re-arms and reloads on its own
+    std::fs::create_dir_all(pki.policies()).unwrap();
+    std::fs::write(
+        pki.path("policies/gateway.yaml"),
+        saved.replace("mode: enforce", "mode: audit"),
+    )
+    .unwrap();
+    let status = gw.wait_for_generation(2).await;
+    assert!(status["last_error"].is_null(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_policy_file_is_an_error_not_a_smaller_config() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    // a directory where a file should be: reading fails however privileged we are
+    std::fs::create_dir(pki.path("policies/extra.yaml")).unwrap();
+    pki.write(
+        "policies/gateway.yaml",
+        &std::fs::read_to_string(pki.path("policies/gateway.yaml"))
+            .unwrap()
+            .replace("mode: enforce", "mode: audit"),
+    );
+    let (_, outcome) = gw.admin_post("/api/config/reload", serde_json::json!({})).await;
+    // a directory named *.yaml is skipped (not a file); the change applies
+    assert_eq!(outcome["result"], "applied", "{outcome}");
+    // a file that exists but cannot be read as text is an error
+    std::fs::write(pki.path("policies/binary.yaml"), [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let (status, outcome) = gw.admin_post("/api/config/reload", serde_json::json!({})).await;
+    assert_eq!(
+        (status, outcome["result"].as_str()),
+        (422, Some("rejected")),
+        "{outcome}"
+    );
+    assert!(outcome["problems"][0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("binary.yaml"));
+    assert_eq!(
+        gw.admin_get("/api/routes/payments").await.1["mode"],
+        "audit",
+        "the last good config serves"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_state_directory_keeps_serving_and_shows_and_counts_the_error() {
+    let pki = TestPki::new();
+    // a file where the state directory should be: nothing can be written under it
+    pki.write("state", "not a directory");
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let (_, config) = gw.admin_get("/api/config").await;
+    assert!(config["audit_store"]["last_error"].is_string(), "{config}");
+    assert!(config["audit_store"]["errors"].as_u64().unwrap() >= 1);
+    // a rollback still takes effect, and says it was not saved
+    let (status, outcome) = gw
+        .admin_post(
+            "/api/routes/payments/rollback",
+            serde_json::json!({"reason": "disk full"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(outcome["mode"], "audit");
+    assert_eq!(outcome["persisted"], false);
+    assert!(
+        outcome["persist_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write state file"),
+        "{outcome}"
+    );
+    let anonymous = ClientOptions::new(pki.root_pem(), "api.test");
+    assert_eq!(
+        common::client::get_once(gw.addr, &anonymous, "api.test", "/")
+            .await
+            .status,
+        200
+    );
+    let (_, config) = gw.admin_get("/api/config").await;
+    assert!(
+        config["state_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write state file"),
+        "{config}"
+    );
+    // and audit records keep being kept in memory
+    let mut recorded = false;
+    for _ in 0..100 {
+        if gw.admin_get("/api/routes/payments/rejections").await.1["clients"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_complete() {
+    let pki = TestPki::new();
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let _backend = phasegate::demo::backend::serve_echo(backend, "echo", None)
+        .await
+        .unwrap();
+    let port = free_port();
+    let admin_port = free_port();
+    pki.write(
+        "policies/gateway.yaml",
+        &format!(
+            "{}{}",
+            pki.base_yaml(port),
+            ROUTES
+                .replace("{backend}", &backend_addr.to_string())
+                .replace("enforce", "audit")
+        ),
+    );
+    pki.write("admin-token", ADMIN_TOKEN);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(["run", "--config"])
+        .arg(pki.policies())
+        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--state-dir"])
+        .arg(pki.path("state"))
+        .args(["--grace-period", "5", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    common::wait_for_port(addr).await;
+    let root = pki.root_pem().to_string();
+    let in_flight = tokio::spawn(async move {
+        common::client::get_once(
+            addr,
+            &ClientOptions::new(&root, "api.test"),
+            "api.test",
+            "/?delay_ms=1500",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let reply = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the request finished")
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let exited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success() || exited.code().is_some(), "{exited:?}");
+}
