@@ -369,8 +369,12 @@ fn health_check(
 /// configured the same; the control plane is its only user.
 #[derive(Default)]
 pub struct PoolRegistry {
-    pools: Mutex<HashMap<Arc<str>, (PoolSpec, Option<u64>, Weak<Pool>)>>,
+    pools: Mutex<HashMap<Arc<str>, RegisteredPool>>,
 }
+
+/// A pool as last built for a route: its spec, the fingerprint of its TLS settings, and
+/// the pool while a snapshot still uses it.
+type RegisteredPool = (PoolSpec, Option<u64>, Weak<Pool>);
 
 impl PoolRegistry {
     pub fn pool(&self, route: &Arc<str>, spec: &PoolSpec, tls: Option<&UpstreamTls>) -> Arc<Pool> {
