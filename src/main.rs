@@ -40,6 +40,13 @@ enum OutputFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ListFormat {
+    Text,
+    Csv,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Eku {
     #[value(name = "clientAuth")]
@@ -94,6 +101,17 @@ enum Command {
         admin: String,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
+    },
+    /// Per owner, the clients a route would break and why (live enforce, or with --shadow
+    /// what promoting the shadow policy would newly reject): the list to send before the flip.
+    NotifyList {
+        route: String,
+        #[arg(long)]
+        shadow: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ListFormat,
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
     },
     /// Roll one route back (to the mode before its last tightening, or --to MODE), or
     /// clear its override; takes effect on the next request, without a reload.
@@ -197,6 +215,12 @@ fn main() -> ExitCode {
         Command::Check { dir, format } => check(&dir, format),
         Command::Verify(args) => verify_command(args),
         Command::Demo { dir } => exit_on_error(demo(dir)),
+        Command::NotifyList {
+            route,
+            shadow,
+            format,
+            admin,
+        } => notify_list(&route, shadow, format, &admin),
         Command::Readiness {
             route,
             window,
@@ -279,6 +303,39 @@ fn readiness(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn notify_list(route: &str, shadow: bool, format: ListFormat, admin: &str) -> ExitCode {
+    let result = (|| -> Result<(u16, serde_json::Value), String> {
+        let client = AdminClient::new(admin, None)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let path = format!("/api/routes/{}/owners?shadow={shadow}", percent_encode(route));
+        rt.block_on(client.call(http::Method::GET, &path, None))
+    })();
+    match result {
+        Ok((200, v)) => {
+            match format {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                ListFormat::Csv => print!("{}", phasegate::cli::notify::render(&v, true)),
+                ListFormat::Text => print!("{}", phasegate::cli::notify::render(&v, false)),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, v)) => {
+            eprintln!(
+                "phasegate notify-list: {} ({status})",
+                v["error"].as_str().unwrap_or(&v.to_string())
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("phasegate notify-list: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 
 mod auth;
 mod export;
+pub use export::rfc3339;
 mod metrics;
+mod owners;
 mod ui;
 mod views;
 
@@ -62,6 +64,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/routes/{name}", get(route_detail))
         .route("/api/routes/{name}/rejections", get(route_rejections))
         .route("/api/routes/{name}/readiness", get(route_readiness))
+        .route("/api/routes/{name}/shadow", get(route_shadow))
+        .route("/api/routes/{name}/owners", get(route_owners))
         .route("/api/certificates", get(certificates))
         .merge(ui::router())
         .merge(mutations)
@@ -263,6 +267,102 @@ async fn route_rejections(
         Some("csv") => Ok(export::csv_response(&name, &view.clients)),
         Some(other) => Err(ApiError::BadRequest(format!("format {other:?} (expected json or csv)"))),
     }
+}
+
+async fn route_shadow(
+    State(state): State<SharedAdmin>,
+    Path(name): Path<String>,
+    query: Result<Query<ReadinessQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let secs = parse_window(query.window.as_deref())?;
+    let snapshot = state.snapshot.load();
+    let id = route_id(&snapshot, &name)?;
+    let route = &snapshot.config.routes[id];
+    let Some(shadow) = &route.shadow else {
+        return Err(ApiError::NotFound(format!(
+            "route {name:?} has no shadow policy (mtls.shadow)"
+        )));
+    };
+    let now = unix_now();
+    let (w, newly_rejected, newly_passed) = state.recorder.read(|audit| {
+        let mut w = views::window(&snapshot, audit, id, now, secs);
+        w.clients = audit.shadow_rejected.distinct_clients(&name, now - secs);
+        (
+            w,
+            audit.shadow_rejected.view(&name).clients,
+            audit.shadow_passed.view(&name).clients,
+        )
+    });
+    let t = w.totals;
+    let ratio = if t.shadow_requests == 0 {
+        0.0
+    } else {
+        t.shadow_newly_rejected as f64 / t.shadow_requests as f64
+    };
+    let summary = if t.shadow_requests == 0 {
+        format!("no requests in the last {}", views::short_duration(secs))
+    } else {
+        format!(
+            "promoting the shadow policy would newly reject {:.1}% of requests from {} client{}",
+            ratio * 100.0,
+            w.clients,
+            if w.clients == 1 { "" } else { "s" }
+        )
+    };
+    Ok(Json(serde_json::json!({
+        "route": name,
+        "trust": snapshot.config.bundles[shadow.trust].name,
+        "allow": shadow.allow.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        "window_secs": secs,
+        "requests": t.shadow_requests,
+        "newly_rejected": t.shadow_newly_rejected,
+        "newly_passed": t.shadow_newly_passed,
+        "newly_reject_ratio": ratio,
+        "clients": w.clients,
+        "summary": summary,
+        "newly_rejected_clients": newly_rejected,
+        "newly_passed_clients": newly_passed,
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OwnersQuery {
+    shadow: Option<bool>,
+}
+
+async fn route_owners(
+    State(state): State<SharedAdmin>,
+    Path(name): Path<String>,
+    query: Result<Query<OwnersQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let snapshot = state.snapshot.load();
+    let id = route_id(&snapshot, &name)?;
+    let shadow = query.shadow.unwrap_or(false);
+    if shadow && snapshot.config.routes[id].shadow.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "route {name:?} has no shadow policy (mtls.shadow)"
+        )));
+    }
+    let clients = state.recorder.read(|audit| {
+        let store = if shadow {
+            &audit.shadow_rejected
+        } else {
+            &audit.rejections
+        };
+        let mut clients = store.view(&name).clients;
+        // exempt clients would pass under enforce: nobody needs telling
+        clients.retain(|c| !matches!(c.last_verdict, crate::policy::Verdict::Exempt(_)));
+        clients
+    });
+    let groups = owners::group(&snapshot.config.owners, clients);
+    Ok(Json(serde_json::json!({
+        "route": name,
+        "view": if shadow { "shadow" } else { "live" },
+        "groups": groups,
+    })))
 }
 
 async fn certificates(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {

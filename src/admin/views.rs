@@ -25,6 +25,8 @@ pub struct RouteView {
     pub backends: Vec<crate::upstream::BackendView>,
     pub enforce_percent: Option<u8>,
     pub exemptions: Vec<ExemptionView>,
+    /// The candidate policy rehearsed on this route, if any.
+    pub shadow: Option<ShadowView>,
     pub auto_rollback: Option<crate::policy::AutoRollback>,
     pub requests: u64,
     pub would_reject: u64,
@@ -102,16 +104,22 @@ pub fn window(snapshot: &Snapshot, audit: &AuditState, id: RouteId, now: i64, se
     let since = now - secs;
     let totals = match audit.series.get(name) {
         Some(series) => series.window(since, totals),
-        None => WindowTotals {
-            requests: totals.0,
-            would_reject: totals.1,
-            rejected: totals.2,
-        },
+        None => totals,
     };
     WindowView {
         totals,
         clients: audit.rejections.distinct_clients(name, since),
     }
+}
+
+#[derive(Serialize)]
+pub struct ShadowView {
+    pub trust: String,
+    pub allow: Vec<String>,
+    /// Over the last 24 h.
+    pub requests: u64,
+    pub newly_rejected: u64,
+    pub newly_passed: u64,
 }
 
 #[derive(Serialize)]
@@ -142,7 +150,8 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus
         .get(&*r.name)
         .map(|s| s.buckets_since(now - 3600))
         .unwrap_or_default();
-    let (requests, would_reject, rejected) = snapshot.counters(id).totals();
+    let since_start = snapshot.counters(id).totals();
+    let (requests, would_reject, rejected) = (since_start.requests, since_start.would_reject, since_start.rejected);
     let active_override = snapshot.overrides.get(&*r.name).map(|o| OverrideView {
         conflict: o.yaml_mode_when_set != r.mode,
         summary: summary(r.mode, o),
@@ -162,6 +171,13 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus
         balance: r.upstream.pool.balance,
         backends: snapshot.pool(id).view(now),
         enforce_percent: r.mtls.enforce_percent,
+        shadow: r.shadow.as_ref().map(|sh| ShadowView {
+            trust: snapshot.config.bundles[sh.trust].name.clone(),
+            allow: sh.allow.0.iter().map(|e| e.to_string()).collect(),
+            requests: last_day.totals.shadow_requests,
+            newly_rejected: last_day.totals.shadow_newly_rejected,
+            newly_passed: last_day.totals.shadow_newly_passed,
+        }),
         exemptions: r
             .mtls
             .exemptions

@@ -5,6 +5,55 @@ use crate::policy::{Decision, Mode, Reason, Verdict};
 const REASONS: usize = Reason::ALL.len() + 1;
 const SLOTS: usize = Mode::ALL.len() * REASONS * 2;
 
+/// A route's counts: since start (from [`RouteCounters`]), per minute, or over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    /// Requests enforce would reject (exempt clients excluded).
+    pub would_reject: u64,
+    pub rejected: u64,
+    /// Requests the route's shadow policy evaluated, and where it disagreed with the live one.
+    pub shadow_requests: u64,
+    pub shadow_newly_rejected: u64,
+    pub shadow_newly_passed: u64,
+}
+
+impl Totals {
+    pub fn since(self, earlier: Totals) -> Totals {
+        Totals {
+            requests: self.requests.saturating_sub(earlier.requests),
+            would_reject: self.would_reject.saturating_sub(earlier.would_reject),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+            shadow_requests: self.shadow_requests.saturating_sub(earlier.shadow_requests),
+            shadow_newly_rejected: self.shadow_newly_rejected.saturating_sub(earlier.shadow_newly_rejected),
+            shadow_newly_passed: self.shadow_newly_passed.saturating_sub(earlier.shadow_newly_passed),
+        }
+    }
+
+    pub fn add(&mut self, other: Totals) {
+        self.requests += other.requests;
+        self.would_reject += other.would_reject;
+        self.rejected += other.rejected;
+        self.shadow_requests += other.shadow_requests;
+        self.shadow_newly_rejected += other.shadow_newly_rejected;
+        self.shadow_newly_passed += other.shadow_newly_passed;
+    }
+
+    pub fn is_zero(self) -> bool {
+        self == Totals::default()
+    }
+}
+
+/// How a shadow policy's verdict differs from the live one for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowDiff {
+    /// The candidate would reject a request the live policy lets through.
+    NewlyRejected,
+    /// The candidate would pass a request the live policy rejects.
+    NewlyPassed,
+}
+
 /// Per-route request counters, shared by every snapshot that has the route (they are
 /// keyed by route name, so they survive reloads). Relaxed atomics: they are statistics.
 #[derive(Debug)]
@@ -13,6 +62,9 @@ pub struct RouteCounters {
     /// Requests enforce would reject (exempt clients excluded).
     pub would_reject: AtomicU64,
     pub rejected: AtomicU64,
+    pub shadow_requests: AtomicU64,
+    pub shadow_newly_rejected: AtomicU64,
+    pub shadow_newly_passed: AtomicU64,
     /// By (mode applied, reason or none, exempt): the verdict follows from these.
     outcomes: [AtomicU64; SLOTS],
 }
@@ -23,6 +75,9 @@ impl Default for RouteCounters {
             requests: AtomicU64::new(0),
             would_reject: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            shadow_requests: AtomicU64::new(0),
+            shadow_newly_rejected: AtomicU64::new(0),
+            shadow_newly_passed: AtomicU64::new(0),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -67,12 +122,25 @@ impl RouteCounters {
         self.outcomes[slot].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn totals(&self) -> (u64, u64, u64) {
-        (
-            self.requests.load(Ordering::Relaxed),
-            self.would_reject.load(Ordering::Relaxed),
-            self.rejected.load(Ordering::Relaxed),
-        )
+    /// A request the route's shadow policy also evaluated.
+    pub fn count_shadow(&self, diff: Option<ShadowDiff>) {
+        self.shadow_requests.fetch_add(1, Ordering::Relaxed);
+        match diff {
+            Some(ShadowDiff::NewlyRejected) => self.shadow_newly_rejected.fetch_add(1, Ordering::Relaxed),
+            Some(ShadowDiff::NewlyPassed) => self.shadow_newly_passed.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests.load(Ordering::Relaxed),
+            would_reject: self.would_reject.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            shadow_requests: self.shadow_requests.load(Ordering::Relaxed),
+            shadow_newly_rejected: self.shadow_newly_rejected.load(Ordering::Relaxed),
+            shadow_newly_passed: self.shadow_newly_passed.load(Ordering::Relaxed),
+        }
     }
 
     /// Non-zero counts by (mode applied, verdict): the labels of `phasegate_requests_total`.
@@ -156,6 +224,7 @@ mod tests {
                 (Mode::SoftFail, Verdict::Unauthenticated, 1),
             ]
         );
-        assert_eq!(c.totals(), (7, 4, 2));
+        let t = c.totals();
+        assert_eq!((t.requests, t.would_reject, t.rejected), (7, 4, 2));
     }
 }

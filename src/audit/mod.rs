@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use certs::{expires_soon, ExpiringCertificates, SeenCertificate, WATCH_DAYS};
-pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters};
+pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters, ShadowDiff, Totals};
 pub use series::{Bucket, RouteSeries, SeriesByRoute, WindowTotals, MINUTES};
 pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView};
 use tokio::sync::mpsc;
@@ -32,6 +32,8 @@ const PRUNE_EVERY: i64 = 600;
 /// What the request path and the handshake hand to the aggregator.
 pub enum AuditEvent {
     Rejection(RejectionEvent),
+    /// A request where the route's shadow policy disagrees with the live one.
+    Shadow(ShadowDiff, RejectionEvent),
     /// A client certificate that expires soon was presented.
     CertificateSeen(Arc<crate::tls::PeerCertificate>, i64),
 }
@@ -40,6 +42,10 @@ pub enum AuditEvent {
 #[derive(Default)]
 pub struct AuditState {
     pub rejections: RejectionStore,
+    /// Clients the shadow policy would reject that the live policy lets through.
+    pub shadow_rejected: RejectionStore,
+    /// Clients the shadow policy would let through that the live policy rejects.
+    pub shadow_passed: RejectionStore,
     pub series: SeriesByRoute,
     pub expiring: ExpiringCertificates,
 }
@@ -110,12 +116,11 @@ impl Recorder {
                 state.rejections.restore(&route, record);
             }
             for (route, b) in loaded.minutes {
-                state.series.entry(route.as_str().into()).or_default().add(
-                    b.minute,
-                    b.requests,
-                    b.would_reject,
-                    b.rejected,
-                );
+                state
+                    .series
+                    .entry(route.as_str().into())
+                    .or_default()
+                    .add(b.minute, b.counts);
             }
             for c in loaded.certificates {
                 state.expiring.restore(c);
@@ -149,6 +154,11 @@ impl Recorder {
     /// Hands an event to the aggregator, or counts it as dropped if the queue is full.
     pub fn record(&self, event: RejectionEvent) {
         self.send(AuditEvent::Rejection(event));
+    }
+
+    /// Hands a shadow disagreement to the aggregator (kept apart from live records).
+    pub fn record_shadow(&self, diff: ShadowDiff, event: RejectionEvent) {
+        self.send(AuditEvent::Shadow(diff, event));
     }
 
     /// Notes a client certificate presented in a handshake, if it expires soon.
@@ -206,6 +216,8 @@ impl Aggregator {
                     for event in batch.drain(..) {
                         match event {
                             AuditEvent::Rejection(e) => state.rejections.add(e),
+                            AuditEvent::Shadow(ShadowDiff::NewlyRejected, e) => state.shadow_rejected.add(e),
+                            AuditEvent::Shadow(ShadowDiff::NewlyPassed, e) => state.shadow_passed.add(e),
                             AuditEvent::CertificateSeen(peer, at) => state.expiring.seen(&peer, at),
                         }
                     }

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::certs::SeenCertificate;
 use super::series::Bucket;
 use super::store::{CertificateSummary, ClientRecord};
+use super::Totals;
 use crate::policy::{Mode, Reason, Verdict};
 
 const SCHEMA_VERSION: i64 = 1;
@@ -107,7 +108,9 @@ impl AuditStore {
              CREATE INDEX IF NOT EXISTS clients_last_seen ON clients (last_seen);
              CREATE TABLE IF NOT EXISTS minutes (
                 route TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL,
-                would_reject INTEGER NOT NULL, rejected INTEGER NOT NULL, PRIMARY KEY (route, minute));
+                would_reject INTEGER NOT NULL, rejected INTEGER NOT NULL,
+                shadow_requests INTEGER NOT NULL DEFAULT 0, shadow_newly_rejected INTEGER NOT NULL DEFAULT 0,
+                shadow_newly_passed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (route, minute));
              CREATE TABLE IF NOT EXISTS certificates (
                 sha256 TEXT PRIMARY KEY, client TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL,
                 serial TEXT NOT NULL, not_after INTEGER NOT NULL, first_seen INTEGER NOT NULL,
@@ -196,7 +199,10 @@ impl AuditStore {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT route, minute, requests, would_reject, rejected FROM minutes WHERE minute >= ?1 ORDER BY minute")
+            .prepare(
+                "SELECT route, minute, requests, would_reject, rejected, shadow_requests, shadow_newly_rejected,
+                        shadow_newly_passed FROM minutes WHERE minute >= ?1 ORDER BY minute",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([minutes_since], |r| {
@@ -204,9 +210,14 @@ impl AuditStore {
                     r.get::<_, String>(0)?,
                     Bucket {
                         minute: r.get(1)?,
-                        requests: r.get::<_, i64>(2)?.max(0) as u64,
-                        would_reject: r.get::<_, i64>(3)?.max(0) as u64,
-                        rejected: r.get::<_, i64>(4)?.max(0) as u64,
+                        counts: Totals {
+                            requests: count(r, 2)?,
+                            would_reject: count(r, 3)?,
+                            rejected: count(r, 4)?,
+                            shadow_requests: count(r, 5)?,
+                            shadow_newly_rejected: count(r, 6)?,
+                            shadow_newly_passed: count(r, 7)?,
+                        },
                     },
                 ))
             })
@@ -278,17 +289,26 @@ impl AuditStore {
                     ])?;
                 }
                 let mut add = tx.prepare_cached(
-                    "INSERT INTO minutes (route, minute, requests, would_reject, rejected) VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO minutes (route, minute, requests, would_reject, rejected, shadow_requests,
+                                          shadow_newly_rejected, shadow_newly_passed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (route, minute) DO UPDATE SET requests = requests + excluded.requests,
-                        would_reject = would_reject + excluded.would_reject, rejected = rejected + excluded.rejected",
+                        would_reject = would_reject + excluded.would_reject, rejected = rejected + excluded.rejected,
+                        shadow_requests = shadow_requests + excluded.shadow_requests,
+                        shadow_newly_rejected = shadow_newly_rejected + excluded.shadow_newly_rejected,
+                        shadow_newly_passed = shadow_newly_passed + excluded.shadow_newly_passed",
                 )?;
                 for (route, b) in &batch.minutes {
+                    let c = b.counts;
                     add.execute(params![
                         &**route,
                         b.minute,
-                        b.requests as i64,
-                        b.would_reject as i64,
-                        b.rejected as i64
+                        c.requests as i64,
+                        c.would_reject as i64,
+                        c.rejected as i64,
+                        c.shadow_requests as i64,
+                        c.shadow_newly_rejected as i64,
+                        c.shadow_newly_passed as i64
                     ])?;
                 }
                 let mut seen = tx.prepare_cached(
@@ -326,6 +346,10 @@ impl AuditStore {
             source,
         })
     }
+}
+
+fn count(row: &rusqlite::Row, i: usize) -> rusqlite::Result<u64> {
+    Ok(row.get::<_, i64>(i)?.max(0) as u64)
 }
 
 /// The writer thread: the only owner of the database connection.

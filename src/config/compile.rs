@@ -16,7 +16,8 @@ use super::positions::Positions;
 use super::raw::*;
 use crate::policy::{
     AllowEntry, AllowList, AutoRollback, BundleId, CompiledConfig, CrlStale, ExemptClient, Exemption, Listener, Mode,
-    MtlsPolicy, Route, RouteTable, ServerCertificate, TrustBundle, Upstream, UpstreamTls,
+    MtlsPolicy, Owner, OwnerMatch, Route, RouteTable, ServerCertificate, ShadowPolicy, TrustBundle, Upstream,
+    UpstreamTls,
 };
 use crate::tls::{hex, unix_time, ChainLimits, TrustAnchors};
 use crate::upstream::{Balance, HealthSpec, PassiveSpec, PoolSpec, Target, Timeouts};
@@ -163,6 +164,7 @@ impl<'a> Compiler<'a> {
         let (bundles, bundle_ids) = self.trust_bundles(files);
         let listeners = self.listeners(files);
         let (routes, table) = self.routes(files, &bundle_ids);
+        let owners = self.owners(files);
         let hash = std::mem::replace(&mut self.hash, Sha256::new()).finish();
         CompiledConfig {
             content_hash: hex(&hash),
@@ -178,6 +180,7 @@ impl<'a> Compiler<'a> {
             by_name: routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect(),
             routes,
             table,
+            owners,
         }
     }
 
@@ -304,8 +307,17 @@ impl<'a> Compiler<'a> {
             .iter()
             .flat_map(|f| &f.routes)
             .filter_map(|r| r.mtls.as_ref())
-            .filter(|m| m.crl_stale == Some(CrlStale::FailOpen))
-            .filter_map(|m| m.trust.as_deref())
+            .flat_map(|m| {
+                let live = (m.crl_stale == Some(CrlStale::FailOpen))
+                    .then_some(m.trust.as_deref())
+                    .flatten();
+                let shadow = m
+                    .shadow
+                    .as_ref()
+                    .filter(|s| s.crl_stale == Some(CrlStale::FailOpen))
+                    .map(|s| s.trust.as_str());
+                live.into_iter().chain(shadow)
+            })
             .collect();
         let mut bundles = Vec::new();
         let mut ids = HashMap::new();
@@ -602,25 +614,12 @@ impl<'a> Compiler<'a> {
         let upstream = self.upstream(file, &format!("{base}.upstream"), &r.upstream);
 
         let mtls_path = format!("{base}.mtls");
-        let (mode, trust, mtls, auto_rollback, crl_stale) = match &r.mtls {
-            None => (Mode::Off, None, MtlsPolicy::default(), None, CrlStale::FailClosed),
+        let (mode, trust, mtls, auto_rollback, crl_stale, shadow) = match &r.mtls {
+            None => (Mode::Off, None, MtlsPolicy::default(), None, CrlStale::FailClosed, None),
             Some(m) => {
                 let crl_stale = m.crl_stale.unwrap_or_default();
                 let trust = match &m.trust {
-                    Some(name) => match bundles.get(&(name.clone(), crl_stale)) {
-                        Some(id) => *id,
-                        None => {
-                            let p = format!("{mtls_path}.trust");
-                            let mut known: Vec<&str> = bundles.keys().map(|(s, _)| s.as_str()).collect();
-                            known.sort_unstable();
-                            known.dedup();
-                            self.error(
-                                &At { file, path: &p },
-                                format!("unknown trust bundle {name:?} (defined: {})", list_or_none(&known)),
-                            );
-                            None
-                        }
-                    },
+                    Some(name) => self.bundle(file, &format!("{mtls_path}.trust"), name, crl_stale, bundles),
                     None => {
                         if m.mode != Mode::Off {
                             let p = format!("{mtls_path}.mode");
@@ -655,7 +654,19 @@ impl<'a> Compiler<'a> {
                     enforce_percent: m.enforce_percent,
                     exemptions,
                 };
-                (m.mode, trust, policy, auto_rollback, crl_stale)
+                let shadow = m.shadow.as_ref().and_then(|sh| {
+                    let base = format!("{mtls_path}.shadow");
+                    let trust = self.bundle(
+                        file,
+                        &format!("{base}.trust"),
+                        &sh.trust,
+                        sh.crl_stale.unwrap_or_default(),
+                        bundles,
+                    )?;
+                    let allow = self.allow_list(file, &format!("{base}.allow"), &sh.allow);
+                    Some(ShadowPolicy { trust, allow })
+                });
+                (m.mode, trust, policy, auto_rollback, crl_stale, shadow)
             }
         };
         let upstream = upstream?;
@@ -668,8 +679,80 @@ impl<'a> Compiler<'a> {
             crl_stale,
             mtls,
             auto_rollback,
+            shadow,
             upstream,
         })
+    }
+
+    fn bundle(
+        &mut self,
+        file: usize,
+        path: &str,
+        name: &str,
+        crl_stale: CrlStale,
+        bundles: &BundleIds,
+    ) -> Option<BundleId> {
+        match bundles.get(&(name.to_string(), crl_stale)) {
+            Some(id) => *id,
+            None => {
+                let mut known: Vec<&str> = bundles.keys().map(|(s, _)| s.as_str()).collect();
+                known.sort_unstable();
+                known.dedup();
+                self.error(
+                    &At { file, path },
+                    format!("unknown trust bundle {name:?} (defined: {})", list_or_none(&known)),
+                );
+                None
+            }
+        }
+    }
+
+    fn owners(&mut self, files: &[RawFile]) -> Vec<Owner> {
+        let mut owners = Vec::new();
+        for (file, raw) in files.iter().enumerate() {
+            for (i, o) in raw.owners.iter().enumerate() {
+                let base = format!("owners[{i}]");
+                let at = At { file, path: &base };
+                if o.team.trim().is_empty() {
+                    self.error(&at, "an owner needs a team");
+                    continue;
+                }
+                let m = &o.matcher;
+                let matcher = match (&m.uri, &m.uri_prefix, &m.dns, &m.cidr) {
+                    (Some(u), None, None, None) => OwnerMatch::Uri(u.clone()),
+                    (None, Some(p), None, None) if p.ends_with('/') => OwnerMatch::UriPrefix(p.clone()),
+                    (None, Some(p), None, None) => {
+                        self.error(
+                            &at,
+                            format!("{p:?} must end with '/' so it cannot match a longer sibling"),
+                        );
+                        continue;
+                    }
+                    (None, None, Some(d), None) => OwnerMatch::Dns(d.to_ascii_lowercase()),
+                    (None, None, None, Some(c)) => match c.parse() {
+                        Ok(net) => OwnerMatch::Cidr(net),
+                        Err(_) => {
+                            self.error(&at, format!("{c:?} is not a CIDR block (expected e.g. 10.1.0.0/16)"));
+                            continue;
+                        }
+                    },
+                    _ => {
+                        let p = format!("{base}.match");
+                        self.error(
+                            &At { file, path: &p },
+                            "expected exactly one of uri, uri_prefix, dns, cidr",
+                        );
+                        continue;
+                    }
+                };
+                owners.push(Owner {
+                    matcher,
+                    team: o.team.clone(),
+                    contact: o.contact.clone(),
+                });
+            }
+        }
+        owners
     }
 
     fn exemption(&mut self, file: usize, base: &str, raw: &RawExemption) -> Option<Exemption> {

@@ -17,6 +17,29 @@ pub struct RawFile {
     pub trust_bundles: BTreeMap<String, RawTrustBundle>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub owners: Vec<RawOwner>,
+}
+
+/// Who to tell about a client: the first entry that matches it wins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwner {
+    #[serde(rename = "match")]
+    pub matcher: RawOwnerMatch,
+    pub team: String,
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+/// Exactly one of the fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwnerMatch {
+    pub uri: Option<String>,
+    pub uri_prefix: Option<String>,
+    pub dns: Option<String>,
+    pub cidr: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +207,19 @@ pub struct RawMtls {
     pub exempt: Vec<RawExemption>,
     #[serde(default)]
     pub auto_rollback: Option<RawAutoRollback>,
+    #[serde(default)]
+    pub crl_stale: Option<CrlStale>,
+    /// A candidate policy evaluated beside the live one, never deciding anything.
+    #[serde(default)]
+    pub shadow: Option<RawShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub trust: String,
+    #[serde(default)]
+    pub allow: Vec<RawAllow>,
     #[serde(default)]
     pub crl_stale: Option<CrlStale>,
 }

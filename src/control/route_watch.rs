@@ -73,7 +73,8 @@ pub fn spawn_route_watch(handle: ControlHandle, snapshot: SharedSnapshot) {
                     samples.remove(&*route.name);
                     continue;
                 }
-                let (requests, _, rejected) = current.counters(id).totals();
+                let t = current.counters(id).totals();
+                let (requests, rejected) = (t.requests, t.rejected);
                 let s = samples.entry(route.name.to_string()).or_default();
                 let (r, x) = s.over(now, (requests, rejected), limits.window_secs as i64);
                 if let Some(reason) = trips(&limits, r, x) {

@@ -4,6 +4,7 @@ mod allow;
 mod decision;
 mod identity;
 mod mode;
+mod owners;
 mod reason;
 mod routes;
 mod snapshot;
@@ -13,10 +14,11 @@ pub use allow::{AllowEntry, AllowList};
 pub use decision::{decide, ClientEvidence, Decision, MtlsPolicy, Verdict};
 pub use identity::{ExtendedKeyUsage, Identity, KeyUsage};
 pub use mode::{Mode, UnknownMode};
+pub use owners::{owner_of, Owner, OwnerMatch};
 pub use reason::Reason;
 pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
 pub use snapshot::{
     AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind, Overrides, Route, RouteRuntime,
-    ServerCertificate, SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls,
+    ServerCertificate, ShadowPolicy, SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls,
 };
 pub use staging::{percentile, ExemptClient, Exemption};

@@ -9,7 +9,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use serde::Serialize;
 
-use super::{Mode, MtlsPolicy, RouteId, RouteTable};
+use super::{AllowList, Mode, MtlsPolicy, RouteId, RouteTable};
 use crate::audit::RouteCounters;
 use crate::tls::TrustAnchors;
 
@@ -30,6 +30,7 @@ pub struct CompiledConfig {
     pub routes: Vec<Route>,
     pub by_name: HashMap<Arc<str>, RouteId>,
     pub table: RouteTable,
+    pub owners: Vec<super::Owner>,
 }
 
 pub struct Listener {
@@ -82,7 +83,16 @@ pub struct Route {
     pub crl_stale: CrlStale,
     pub mtls: MtlsPolicy,
     pub auto_rollback: Option<AutoRollback>,
+    /// A candidate policy rehearsed on live traffic; it never changes a decision.
+    pub shadow: Option<ShadowPolicy>,
     pub upstream: Upstream,
+}
+
+/// The next trust configuration of a route, evaluated as enforce would.
+#[derive(Debug)]
+pub struct ShadowPolicy {
+    pub trust: BundleId,
+    pub allow: AllowList,
 }
 
 /// When an enforcing route rejects too much, it switches itself to audit.
@@ -183,7 +193,8 @@ impl Snapshot {
             .collect();
         let mut cert_hosts = HashSet::new();
         for (route, mode) in config.routes.iter().zip(effective.iter()) {
-            if mode.wants_client_cert() {
+            // a shadow policy needs the certificate too, even on a route that is off
+            if mode.wants_client_cert() || route.shadow.is_some() {
                 cert_hosts.insert(route.host.as_str().into());
             }
         }

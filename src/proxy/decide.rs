@@ -9,7 +9,10 @@ use std::sync::Arc;
 use pingora_http::RequestHeader;
 
 use super::respond::Refusal;
-use crate::policy::{decide, normalize_host, normalize_path, ClientEvidence, Decision, Reason, RouteId, Snapshot};
+use crate::audit::ShadowDiff;
+use crate::policy::{
+    decide, normalize_host, normalize_path, ClientEvidence, Decision, Reason, RouteId, ShadowPolicy, Snapshot, Verdict,
+};
 use crate::tls::ConnectionTls;
 
 /// Request line and headers beyond this get 431 (Pingora itself stops at 1 MiB).
@@ -25,6 +28,17 @@ pub struct RequestDecision {
     pub identity_verified: bool,
     /// The normalized path, when it differs from what the client sent.
     pub rewritten_path: Option<String>,
+    /// Where the route's shadow policy disagrees with the live decision, and why.
+    pub shadow: Option<ShadowOutcome>,
+}
+
+/// A disagreement between a route's shadow policy and its live decision.
+#[derive(Debug)]
+pub struct ShadowOutcome {
+    pub diff: ShadowDiff,
+    /// For `NewlyRejected` the candidate's reason, for `NewlyPassed` the live one.
+    pub reason: Reason,
+    pub detail: Option<Arc<str>>,
 }
 
 /// Matches the route, evaluates the client under the route's effective mode, and counts
@@ -63,7 +77,14 @@ pub fn decide_request(
             _ => ClientEvidence::NoCertificate,
         }
     });
-    snapshot.counters(route_id).count(decision);
+    let counters = snapshot.counters(route_id);
+    counters.count(decision);
+    // The candidate costs only where there is one, and never changes the decision.
+    let shadow = route.shadow.as_ref().and_then(|sh| {
+        let outcome = shadow_outcome(snapshot, conn, sh, decision.verdict, now);
+        counters.count_shadow(outcome.as_ref().map(|o| o.diff));
+        outcome
+    });
     Ok(RequestDecision {
         route: route_id,
         decision,
@@ -73,7 +94,44 @@ pub fn decide_request(
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
         },
+        shadow,
     })
+}
+
+/// The shadow policy's verdict, as enforce would give it, compared with the live one.
+fn shadow_outcome(
+    snapshot: &Snapshot,
+    conn: Option<&ConnectionTls>,
+    shadow: &ShadowPolicy,
+    live: Verdict,
+    now: i64,
+) -> Option<ShadowOutcome> {
+    let (evidence, detail) = match conn {
+        Some(conn) => {
+            let e = conn.evidence(snapshot, shadow.trust, now);
+            (e.evidence, e.detail)
+        }
+        None => (ClientEvidence::NoCertificate, None),
+    };
+    let candidate = match evidence {
+        ClientEvidence::NoCertificate => Err(Reason::NoCert),
+        ClientEvidence::ChainFailed { reason, .. } => Err(reason),
+        ClientEvidence::ChainVerified(identity) => shadow.allow.check(identity),
+    };
+    let live_reason = if live.would_be_rejected() { live.reason() } else { None };
+    match (live_reason, candidate) {
+        (None, Err(reason)) => Some(ShadowOutcome {
+            diff: ShadowDiff::NewlyRejected,
+            reason,
+            detail,
+        }),
+        (Some(reason), Ok(())) => Some(ShadowOutcome {
+            diff: ShadowDiff::NewlyPassed,
+            reason,
+            detail: None,
+        }),
+        _ => None,
+    }
 }
 
 /// Refuses bodies whose length two parties could read differently (request smuggling):

@@ -132,6 +132,20 @@ impl ProxyHttp for MtlsProxy {
                 at: now,
             });
         }
+        if let Some(shadow) = &decided.shadow {
+            self.recorder.record_shadow(
+                shadow.diff,
+                RejectionEvent {
+                    route: route.name.clone(),
+                    mode: Mode::Enforce,
+                    verdict: Verdict::Reject(shadow.reason),
+                    detail: shadow.detail.clone(),
+                    peer: peer.clone(),
+                    source,
+                    at: now,
+                },
+            );
+        }
         ctx.route = Some(decided.route);
         ctx.mode = decision.mode;
         ctx.verdict = Some(verdict);
