@@ -148,7 +148,7 @@ async fn mixed_traffic_with_reloads_and_rollbacks_keeps_rss_flat_and_fails_nothi
             ),
             _ => {}
         }
-        if tick % 10 == 0 {
+        if tick.is_multiple_of(10) {
             rss.push(rss_kib(pid));
             println!(
                 "{:>4}s rss {:>7} KiB  ok {} forbidden {} failed {}",
