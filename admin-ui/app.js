@@ -935,7 +935,15 @@
           h("a", { id: "export-json", class: "button-link", download: `${name}-rejections.json`, href: "#", text: "Export JSON" })),
         h("p", { id: "rejections-dropped", class: "notice", hidden: true }),
         h("div", { class: "table-wrap" }, rejTable),
-        h("p", { id: "rejections-empty", class: "empty-state", hidden: true, text: "No would-be-rejected clients recorded" })));
+        h("p", { id: "rejections-empty", class: "empty-state", hidden: true, text: "No would-be-rejected clients recorded" })),
+      h("section", { class: "owners-section", "aria-labelledby": "owners-h" },
+        h("h2", { id: "owners-h", text: "By owner" }),
+        h("p", { class: "muted small", text: "Whom to tell before enforcing: the clients above grouped by the owners: section of the policy (phasegate notify-list prints the same)." }),
+        h("div", { id: "owners" })),
+      h("section", { id: "shadow-section", class: "shadow-section", "aria-labelledby": "shadow-h", hidden: true },
+        h("h2", { id: "shadow-h", text: "Shadow policy" }),
+        h("p", { id: "shadow-summary" }),
+        h("div", { id: "shadow-tables" })));
     view.section = section;
     view.actionsBuilt = false;
     updateExportLinks(view);
@@ -1019,6 +1027,54 @@
     const minute = Math.floor(Date.now() / 60000);
     renderIfChanged(cell("chart"), { s: route.series, minute }, () => buildChart(route.series, true));
     renderRejections(view, rej);
+  }
+
+  // Would-be-rejected clients by owning team.
+  function renderOwners(view, owners) {
+    const box = $("#owners", view.section);
+    if (!box) return;
+    const groups = owners && Array.isArray(owners.groups) ? owners.groups : [];
+    renderIfChanged(box, groups, () => {
+      if (!groups.length) return h("p", { class: "muted", text: "Nobody to tell: no would-be-rejected clients." });
+      return h("ul", { class: "owner-groups" }, groups.map((g) =>
+        h("li", { "data-team": g.team ?? "" },
+          h("strong", { text: g.team ?? "unowned" }),
+          g.contact ? h("span", { class: "muted", text: ` (${g.contact})` }) : null,
+          h("ul", null, (g.clients || []).map((c) =>
+            h("li", null, h("code", { text: c.client ?? "?" }), " ",
+              h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" }),
+              h("span", { class: "muted", text: ` ${fmtNum(c.count)} request(s)` })))))));
+    });
+  }
+
+  // The candidate policy's disagreements with the live one.
+  function renderShadow(view, shadow) {
+    const section = $("#shadow-section", view.section);
+    if (!section) return;
+    section.hidden = !shadow;
+    if (!shadow) return;
+    const summary = $("#shadow-summary", section);
+    renderIfChanged(summary, [shadow.summary, shadow.trust], () => [
+      `Candidate: trust bundle ${shadow.trust}`,
+      Array.isArray(shadow.allow) && shadow.allow.length ? `, allow ${shadow.allow.join(", ")}` : ", any identity",
+      ". ", h("strong", { text: shadow.summary ?? "" }), ` (24 h; newly passed: ${fmtNum(shadow.newly_passed)}).`,
+    ]);
+    const table = (id, caption, rows) => h("div", { class: "table-wrap" },
+      h("table", { id, class: "data compact" },
+        h("caption", { text: caption }),
+        h("thead", null, h("tr", null, ["Client", "Reason", "Count", "Last seen"].map((t) => h("th", { scope: "col", text: t })))),
+        h("tbody", null, rows.length ? rows.map((c) => h("tr", { "data-client": c.client ?? "" },
+          h("th", { scope: "row" }, h("code", { text: c.client ?? "?" })),
+          h("td", null, h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" })),
+          h("td", { class: "num", text: fmtNum(c.count) }),
+          h("td", null, timeEl(c.last_seen))))
+          : h("tr", { class: "empty" }, h("td", { colspan: 4, class: "muted", text: "none" })))));
+    const rejected = Array.isArray(shadow.newly_rejected_clients) ? shadow.newly_rejected_clients : [];
+    const passed = Array.isArray(shadow.newly_passed_clients) ? shadow.newly_passed_clients : [];
+    renderIfChanged($("#shadow-tables", section), [rejected, passed], () => [
+      table("shadow-rejected", "Would be newly rejected (the live policy lets them through)", rejected),
+      table("shadow-passed", "Would be newly let through (the live policy rejects them)", passed),
+    ]);
   }
 
   // enforce_percent, dated exemptions and automatic rollback of a route.
@@ -1345,16 +1401,21 @@
         }
       } else if (view.name === "route") {
         const base = routeApi(view.route);
-        const [route, rej, r1h, r7d, cfg] = await Promise.all([
+        const optional = (p) => p.then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null));
+        const [route, rej, r1h, r7d, cfg, owners, shadow] = await Promise.all([
           api(base).then((r) => r.data),
           api(rejectionsQuery(view, null, false)).then((r) => r.data),
-          api(`${base}/readiness?window=1h`).then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null)),
-          api(`${base}/readiness?window=7d`).then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null)),
+          optional(api(`${base}/readiness?window=1h`)),
+          optional(api(`${base}/readiness?window=7d`)),
           cfgP,
+          optional(api(`${base}/owners`)),
+          optional(api(`${base}/shadow?window=24h`)),
         ]);
         if (stillCurrent()) {
           view.section.classList.remove("missing");
           renderRouteDetail(view, route || {}, rej, r1h, r7d);
+          renderOwners(view, owners);
+          renderShadow(view, shadow);
           renderConfigAlert(cfg);
           viewError(view.section, null);
         }

@@ -363,3 +363,44 @@ async fn the_page_fits_a_phone_screen() {
     }
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_page_shows_shadow_disagreements_and_owners() {
+    let pki = TestPki::new();
+    let routes = r##"
+owners:
+  - { match: { cidr: 127.0.0.0/8 }, team: legacy-hosts, contact: "#legacy" }
+routes:
+  - name: orders
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: audit, trust: internal, shadow: { trust: untrusted } }
+"##;
+    let gw = TestGateway::start(&pki, routes).await;
+    let good = ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(common::ClientKind::Good));
+    assert_eq!(
+        common::client::get_once(gw.addr, &good, "api.test", "/").await.status,
+        200
+    );
+    assert_eq!(anonymous_get(&gw, &pki, "/").await, 200);
+    let d = browser(1280, 900).await;
+    d.b()
+        .goto(&format!("http://{}/#/route/orders", gw.admin))
+        .await
+        .unwrap();
+    let summary = d.text_of("#shadow-summary", |t| t.contains("newly reject")).await;
+    assert!(summary.contains("Candidate: trust bundle untrusted"), "{summary}");
+    let row = d
+        .text_of(
+            &format!("#shadow-rejected tr[data-client='uri:{}']", common::pki::GOOD_URI),
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(row.contains("untrusted_issuer"), "{row}");
+    let owners = d
+        .text_of("#owners [data-team='legacy-hosts']", |t| t.contains("addr:127.0.0.1"))
+        .await;
+    assert!(owners.contains("#legacy") && owners.contains("no_cert"), "{owners}");
+    d.screenshot("route-detail-shadow-owners").await;
+    d.close().await;
+}
