@@ -9,8 +9,8 @@ use pingora_http::RequestHeader;
 const IDENTITY_HEADERS: [&str; 2] = ["x-forwarded-client-cert", "x-mtls-verdict"];
 const IDENTITY_PREFIXES: [&str; 3] = ["x-mtls-", "x-client-cert", "x-ssl-client"];
 
-pub const XFCC: &str = "x-forwarded-client-cert";
-pub const VERDICT: &str = "x-mtls-verdict";
+pub const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+pub const VERDICT: http::HeaderName = http::HeaderName::from_static("x-mtls-verdict");
 
 fn is_identity_header(name: &str) -> bool {
     let mut buf = [0u8; 64];
