@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use phasegate::admin::AdminToken;
-use phasegate::cli::admin_client::{read_token, AdminClient};
+use phasegate::cli::admin_client::{encode, read_token, AdminClient};
 use phasegate::cli::verify::{self, VerifyReport};
 use phasegate::policy::AllowEntry;
 use phasegate::server::{Gateway, Settings};
@@ -252,19 +252,8 @@ fn readiness(
         eprintln!("phasegate readiness: --max-reject-ratio {r} is out of range (expected 0 to 1, e.g. 0.01)");
         return ExitCode::from(2);
     }
-    let result = (|| -> Result<(u16, serde_json::Value), String> {
-        let client = AdminClient::new(admin, None)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let path = format!(
-            "/api/routes/{}/readiness?window={}",
-            percent_encode(route),
-            percent_encode(window)
-        );
-        rt.block_on(client.call(http::Method::GET, &path, None))
-    })();
+    let path = format!("/api/routes/{}/readiness?window={}", encode(route), encode(window));
+    let result = AdminClient::new(admin, None).and_then(|c| c.call_blocking(http::Method::GET, &path, None));
     let v = match result {
         Ok((200, v)) => v,
         Ok((status, v)) => {
@@ -307,15 +296,8 @@ fn readiness(
 }
 
 fn notify_list(route: &str, shadow: bool, format: ListFormat, admin: &str) -> ExitCode {
-    let result = (|| -> Result<(u16, serde_json::Value), String> {
-        let client = AdminClient::new(admin, None)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let path = format!("/api/routes/{}/owners?shadow={shadow}", percent_encode(route));
-        rt.block_on(client.call(http::Method::GET, &path, None))
-    })();
+    let path = format!("/api/routes/{}/owners?shadow={shadow}", encode(route));
+    let result = AdminClient::new(admin, None).and_then(|c| c.call_blocking(http::Method::GET, &path, None));
     match result {
         Ok((200, v)) => {
             match format {
@@ -339,18 +321,6 @@ fn notify_list(route: &str, shadow: bool, format: ListFormat, admin: &str) -> Ex
     }
 }
 
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn parse_mode(text: &str) -> Result<phasegate::policy::Mode, String> {
     text.parse().map_err(|e: phasegate::policy::UnknownMode| e.to_string())
 }
@@ -365,31 +335,13 @@ fn rollback(
 ) -> ExitCode {
     let result = (|| -> Result<(u16, serde_json::Value), String> {
         let client = AdminClient::new(admin, read_token(token_file)?)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let route_path = percent_encode(route);
-        rt.block_on(async {
-            if clear {
-                client
-                    .call(
-                        http::Method::DELETE,
-                        &format!("/api/routes/{route_path}/override"),
-                        None,
-                    )
-                    .await
-            } else {
-                let body = serde_json::json!({ "to": to, "reason": reason });
-                client
-                    .call(
-                        http::Method::POST,
-                        &format!("/api/routes/{route_path}/rollback"),
-                        Some(body),
-                    )
-                    .await
-            }
-        })
+        let route = encode(route);
+        if clear {
+            client.call_blocking(http::Method::DELETE, &format!("/api/routes/{route}/override"), None)
+        } else {
+            let body = serde_json::json!({ "to": to, "reason": reason });
+            client.call_blocking(http::Method::POST, &format!("/api/routes/{route}/rollback"), Some(body))
+        }
     })();
     match result {
         Ok((200, v)) => {

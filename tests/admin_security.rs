@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{free_port, TestGateway, TestPki, ADMIN_TOKEN};
+use common::{GatewayProcess, TestGateway, TestPki, ADMIN_TOKEN};
 
 const ROUTES: &str = r#"
 routes:
@@ -86,41 +86,9 @@ fn the_admin_listener_binds_loopback_unless_told_otherwise() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn neither_the_token_nor_private_keys_reach_the_logs() {
     let pki = TestPki::new();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    let _backend = phasegate::demo::backend::serve_echo(backend, "echo", None)
-        .await
-        .unwrap();
-    let port = free_port();
-    let admin_port = free_port();
-    pki.write(
-        "policies/gateway.yaml",
-        &format!(
-            "{}{}",
-            pki.base_yaml(port),
-            ROUTES.replace("{backend}", &backend_addr.to_string())
-        ),
-    );
-    let token_file = pki.write("admin-token", ADMIN_TOKEN);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phasegate"))
-        .args(["run", "--config"])
-        .arg(pki.policies())
-        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--admin-token-file"])
-        .arg(&token_file)
-        .arg("--state-dir")
-        .arg(pki.path("state"))
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::wait_for_port(format!("127.0.0.1:{admin_port}").parse().unwrap()).await;
-    common::wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let admin = phasegate::cli::admin_client::AdminClient::new(
-        &format!("http://127.0.0.1:{admin_port}"),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
+    let backend = common::echo_backend().await;
+    let mut gw = GatewayProcess::start_with(&pki, ROUTES, backend.addr, &[], &[("RUST_LOG", "debug")], true).await;
+    let admin = gw.admin(Some(ADMIN_TOKEN));
     let (status, _) = admin
         .call(
             http::Method::POST,
@@ -130,11 +98,7 @@ async fn neither_the_token_nor_private_keys_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let wrong = phasegate::cli::admin_client::AdminClient::new(
-        &format!("http://127.0.0.1:{admin_port}"),
-        Some("guess-1234".into()),
-    )
-    .unwrap();
+    let wrong = phasegate::cli::admin_client::AdminClient::new(&gw.admin_url(), Some("guess-1234".into())).unwrap();
     wrong
         .call(http::Method::POST, "/api/config/reload", None)
         .await
@@ -149,14 +113,8 @@ async fn neither_the_token_nor_private_keys_reach_the_logs() {
         .await
         .unwrap();
     let opts = common::ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(common::ClientKind::Good));
-    common::client::get_once(format!("127.0.0.1:{port}").parse().unwrap(), &opts, "api.test", "/").await;
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::client::get_once(gw.addr, &opts, "api.test", "/").await;
+    let logs = gw.stop_with_output();
     assert!(logs.contains("route mode changed at runtime"), "the logs were captured");
     assert!(logs.contains("configuration rejected"), "the failed reload was logged");
     assert!(!logs.contains(ADMIN_TOKEN), "the admin token was logged");

@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_port, Client, ClientKind, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
+use common::{Client, ClientKind, ClientOptions, GatewayProcess, TestGateway, TestPki};
 
 const ROUTES: &str = r#"
 routes:
@@ -107,39 +106,9 @@ async fn a_restart_keeps_the_audit_history_readiness_and_overrides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_writes_loses_at_most_the_last_flush_and_the_store_reopens() {
     let pki = TestPki::new();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    let _backend = phasegate::demo::backend::serve_echo(backend, "echo", None)
-        .await
-        .unwrap();
-    let port = free_port();
-    pki.write(
-        "policies/gateway.yaml",
-        &format!(
-            "{}{}",
-            pki.base_yaml(port),
-            ROUTES.replace("{backend}", &backend_addr.to_string())
-        ),
-    );
-    pki.write("admin-token", ADMIN_TOKEN);
-    let admin_port = free_port();
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_phasegate"))
-            .args(["run", "--config"])
-            .arg(pki.policies())
-            .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--state-dir"])
-            .arg(pki.path("state"))
-            .args(["--threads", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    let mut child = spawn();
-    common::wait_for_port(addr).await;
-    common::wait_for_port(format!("127.0.0.1:{admin_port}").parse().unwrap()).await;
+    let backend = common::echo_backend().await;
+    let mut gw = GatewayProcess::start(&pki, ROUTES, backend.addr, &[]).await;
+    let addr = gw.addr;
 
     // traffic keeps flowing while the process is killed
     let stop = Arc::new(AtomicBool::new(false));
@@ -159,24 +128,19 @@ async fn kill_9_during_writes_loses_at_most_the_last_flush_and_the_store_reopens
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let sent_before_last_flush = sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    gw.kill_and_restart().await; // SIGKILL mid-traffic, then start again on the same state
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
     let sent_total = sent.load(Ordering::Relaxed);
     assert!(sent_before_last_flush > 20, "traffic flowed: {sent_before_last_flush}");
 
-    let mut child = spawn();
-    common::wait_for_port(format!("127.0.0.1:{admin_port}").parse().unwrap()).await;
-    let client = phasegate::cli::admin_client::AdminClient::new(&admin, None).unwrap();
-    let (_, v) = client
+    let admin = gw.admin(None);
+    let (_, v) = admin
         .call(http::Method::GET, "/api/routes/orders/rejections", None)
         .await
         .unwrap();
     let count = v["clients"][0]["count"].as_u64().unwrap_or(0);
-    let (_, config) = client.call(http::Method::GET, "/api/config", None).await.unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let (_, config) = admin.call(http::Method::GET, "/api/config", None).await.unwrap();
     assert_eq!(config["audit_store"]["last_error"], serde_json::Value::Null, "{config}");
     // everything up to a second or more before the kill is there; nothing invented
     assert!(

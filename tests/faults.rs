@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, ClientKind, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
+use common::{ClientKind, ClientOptions, GatewayProcess, TestGateway, TestPki};
 
 const ROUTES: &str = r#"
 routes:
@@ -152,37 +151,10 @@ async fn an_unwritable_state_directory_keeps_serving_and_shows_and_counts_the_er
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_complete() {
     let pki = TestPki::new();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    let _backend = phasegate::demo::backend::serve_echo(backend, "echo", None)
-        .await
-        .unwrap();
-    let port = free_port();
-    let admin_port = free_port();
-    pki.write(
-        "policies/gateway.yaml",
-        &format!(
-            "{}{}",
-            pki.base_yaml(port),
-            ROUTES
-                .replace("{backend}", &backend_addr.to_string())
-                .replace("enforce", "audit")
-        ),
-    );
-    pki.write("admin-token", ADMIN_TOKEN);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phasegate"))
-        .args(["run", "--config"])
-        .arg(pki.policies())
-        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--state-dir"])
-        .arg(pki.path("state"))
-        .args(["--grace-period", "5", "--threads", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    common::wait_for_port(addr).await;
-    let root = pki.root_pem().to_string();
+    let backend = common::echo_backend().await;
+    let routes = ROUTES.replace("enforce", "audit");
+    let mut gw = GatewayProcess::start(&pki, &routes, backend.addr, &["--grace-period", "5"]).await;
+    let (addr, root) = (gw.addr, pki.root_pem().to_string());
     let in_flight = tokio::spawn(async move {
         common::client::get_once(
             addr,
@@ -193,19 +165,12 @@ async fn sigterm_lets_in_flight_requests_complete() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    gw.signal("TERM");
     let reply = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
         .expect("the request finished")
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let exited = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exited.success() || exited.code().is_some(), "{exited:?}");
+    let exited = tokio::task::spawn_blocking(move || gw.wait()).await.unwrap();
+    assert!(exited.status.code().is_some(), "{:?}", exited.status);
 }

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, Client, ClientKind, ClientOptions, TestPki, ADMIN_TOKEN};
+use common::{Client, ClientKind, ClientOptions, GatewayProcess, TestPki, ADMIN_TOKEN};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -36,39 +35,20 @@ async fn mixed_traffic_with_reloads_and_rollbacks_keeps_rss_flat_and_fails_nothi
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let pki = TestPki::new();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    let _backend = phasegate::demo::backend::serve_echo(backend, "echo", None)
-        .await
-        .unwrap();
-    let (port, admin_port) = (free_port(), free_port());
-    let base = pki.base_yaml(port);
-    pki.write(
-        "policies/gateway.yaml",
-        &format!("{base}{}", routes("audit", backend_addr)),
-    );
-    let token = pki.write("admin-token", ADMIN_TOKEN);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phasegate"))
-        .args(["run", "--config"])
-        .arg(pki.policies())
-        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--admin-token-file"])
-        .arg(&token)
-        .arg("--state-dir")
-        .arg(pki.path("state"))
-        .args(["--threads", "2"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    common::wait_for_port(addr).await;
-    let admin = phasegate::cli::admin_client::AdminClient::new(
-        &format!("http://127.0.0.1:{admin_port}"),
-        Some(ADMIN_TOKEN.into()),
+    let backend = common::echo_backend().await;
+    let backend_addr = backend.addr;
+    let mut gw = GatewayProcess::start_with(
+        &pki,
+        &routes("audit", backend_addr),
+        backend_addr,
+        &["--threads", "2"],
+        &[("RUST_LOG", "warn")],
+        false,
     )
-    .unwrap();
+    .await;
+    let (pid, addr) = (gw.pid(), gw.addr);
+    let base = pki.base_yaml(addr.port());
+    let admin = gw.admin(Some(ADMIN_TOKEN));
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, forbidden, failed) = (
@@ -164,8 +144,7 @@ async fn mixed_traffic_with_reloads_and_rollbacks_keeps_rss_flat_and_fails_nothi
     for w in workers {
         let _ = w.await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    gw.kill();
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,

@@ -69,6 +69,35 @@ impl AdminClient {
     }
 }
 
+impl AdminClient {
+    /// [`AdminClient::call`] from synchronous code (the CLI).
+    pub fn call_blocking(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(self.call(method, path, body))
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The admin token from a file or `PHASEGATE_ADMIN_TOKEN`.
 pub fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
     if let Some(path) = file {

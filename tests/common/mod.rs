@@ -5,7 +5,9 @@
 pub mod client;
 pub mod gateway;
 pub mod pki;
+pub mod process;
 
 pub use client::{Client, ClientOptions, Reply};
 pub use gateway::{free_port, wait_for_port, TestGateway, ADMIN_TOKEN};
 pub use pki::{ClientKind, TestPki};
+pub use process::{echo_backend, GatewayProcess};
