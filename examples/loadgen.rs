@@ -431,7 +431,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    if args.concurrency == 0 || !(args.duration > 0.0) {
+    if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err("--concurrency and --duration must be positive".into());
     }
     let watches = args

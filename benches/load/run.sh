@@ -5,7 +5,7 @@
 # See README.md next to this file for how to read the output.
 #
 # Parameters (environment):
-#   ROUNDS=3 DURATION=10 (s per measured run) CONCURRENCY=64 HANDSHAKE_CONCURRENCY=16
+#   ROUNDS=5 DURATION=7 (s per measured run) CONCURRENCY=64 HANDSHAKE_CONCURRENCY=16
 #   WARMUP=2 (s per target and scenario, once, before round 1)
 #   ROUND_WARMUP=1 (s before every measured run, after the target was resumed)
 #   SCENARIOS="keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
@@ -24,8 +24,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-7}
 WARMUP=${WARMUP:-2}
 ROUND_WARMUP=${ROUND_WARMUP:-1}
 CONCURRENCY=${CONCURRENCY:-64}
@@ -110,6 +110,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     local pid
+    if [[ -n ${HOLD_SLEEP:-} ]]; then kill "$HOLD_SLEEP" 2>/dev/null || true; fi
     for pid in "${STARTED_PIDS[@]}"; do
         # A parked (stopped) process must be resumed to act on SIGTERM.
         kill -CONT -- "$pid" 2>/dev/null || true
@@ -121,7 +122,7 @@ cleanup() {
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    wait 2>/dev/null || true
+    for pid in "${STARTED_PIDS[@]}" ${HOLD_SLEEP:-}; do wait "$pid" 2>/dev/null || true; done
     if [[ $KEEP == 1 || $rc != 0 ]]; then
         log "work dir kept: $WORK"
     else
@@ -383,7 +384,8 @@ if [[ $HOLD == 1 ]]; then
     log "Ctrl-C to stop."
     while true; do
         sleep 3600 &
-        wait $! || true
+        HOLD_SLEEP=$!
+        wait "$HOLD_SLEEP" || true
     done
 fi
 
@@ -398,6 +400,7 @@ core_busy() {
 # Nothing of ours runs on the proxy core between runs: wait (up to QUIET_WAIT s) until it is idle.
 wait_quiet() {
     local waited=0
+    ((QUIET_WAIT > 0)) || return 0
     while (($(core_busy 0.5) > 5)); do
         waited=$((waited + 1))
         if ((waited >= QUIET_WAIT * 2)); then
