@@ -198,3 +198,48 @@ routes:
         .find(|c| c["bundle"] == "stale" && c["stale"] == true);
     assert!(stale_crl.is_some(), "{certs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_update_revokes_a_client_on_its_open_connection_and_its_next_one() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let issued = pki
+        .intermediate
+        .issue(&phasegate::devpki::LeafSpec::client(common::pki::GOOD_URI))
+        .unwrap();
+    let cert = ClientCert {
+        chain_pem: format!("{}{}", issued.cert_pem, pki.intermediate.cert_pem),
+        key_pem: issued.key_pem.clone(),
+    };
+    let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(Some(cert));
+    let mut open = Client::connect(gw.addr, &opts).await.unwrap();
+    assert_eq!(open.get("api.test", "/").await.status, 200);
+    // a second connection with the same chain is served from the verified-chain memory
+    assert_eq!(
+        common::client::get_once(gw.addr, &opts, "api.test", "/").await.status,
+        200
+    );
+    let later = OffsetDateTime::now_utc() + time::Duration::days(7);
+    pki.write(
+        "pki/intermediate.crl",
+        &pki.intermediate.crl(&[&issued], later).unwrap(),
+    );
+    let (_, outcome) = gw.admin_post("/api/config/reload", serde_json::json!({})).await;
+    assert!(
+        matches!(outcome["result"].as_str(), Some("applied") | Some("unchanged")),
+        "{outcome}"
+    );
+    gw.wait_for_generation(2).await;
+    let reply = open.get("api.test", "/").await;
+    assert_eq!(
+        (reply.status, reply.json()["reason"].clone()),
+        (403, "revoked".into()),
+        "the open connection"
+    );
+    let reply = common::client::get_once(gw.addr, &opts, "api.test", "/").await;
+    assert_eq!(
+        (reply.status, reply.json()["reason"].clone()),
+        (403, "revoked".into()),
+        "a new connection"
+    );
+}

@@ -1,7 +1,8 @@
 //! Chain verification against one trust bundle, mapped to phasegate's reasons. Live
 //! traffic and `phasegate verify` both come through [`TrustAnchors::verify`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::error::ErrorStack;
@@ -95,7 +96,15 @@ pub struct TrustAnchors {
     intermediates: Vec<X509>,
     anchors: Vec<X509>,
     has_crls: bool,
+    /// The earliest nextUpdate of the CRLs: no pass is reused past it.
+    crls_valid_until: i64,
+    /// Chains that verified, by fingerprint, with the time their pass ends: a client that
+    /// opens another connection with the same chain is not verified again.
+    passed: Mutex<HashMap<[u8; 32], i64>>,
 }
+
+/// Remembered passes per bundle; beyond this the memory starts over.
+const PASSED_CAP: usize = 16 * 1024;
 
 impl TrustAnchors {
     /// `at` pins the verification time (Unix seconds); `None` verifies at the current time.
@@ -130,12 +139,19 @@ impl TrustAnchors {
             param.set_flags(flags)?;
             builder.set_param(&param)?;
         }
+        let crls_valid_until = crls
+            .iter()
+            .filter_map(|c| c.next_update().and_then(unix_time))
+            .min()
+            .unwrap_or(i64::MAX);
         Ok(TrustAnchors {
             store: builder.build(),
             limits,
             intermediates,
             anchors,
             has_crls: !crls.is_empty(),
+            crls_valid_until,
+            passed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -155,6 +171,26 @@ impl TrustAnchors {
     /// found gives the reason; chain trust comes before leaf usage so that an unknown
     /// certificate is reported as untrusted rather than as misused.
     pub fn verify(&self, peer: &PeerCertificate, eku: RequiredEku) -> ChainOutcome {
+        let key = chain_fingerprint(peer, eku);
+        let now = unix_now();
+        if let Some(key) = &key {
+            let passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(&valid_until) = passed.get(key).filter(|until| **until >= now) {
+                return Ok(ChainOk { valid_until });
+            }
+        }
+        let outcome = self.verify_uncached(peer, eku);
+        if let (Ok(ok), Some(key)) = (&outcome, key) {
+            let mut passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
+            if passed.len() >= PASSED_CAP {
+                passed.clear();
+            }
+            passed.insert(key, ok.valid_until);
+        }
+        outcome
+    }
+
+    fn verify_uncached(&self, peer: &PeerCertificate, eku: RequiredEku) -> ChainOutcome {
         let limits = self.limits;
         let identity = match &peer.identity {
             Ok(id) => id,
@@ -169,7 +205,9 @@ impl TrustAnchors {
         }
         let valid_until = self.verify_path(peer, limits.max_depth)?;
         check_leaf(identity, eku)?;
-        Ok(ChainOk { valid_until })
+        Ok(ChainOk {
+            valid_until: valid_until.min(self.crls_valid_until),
+        })
     }
 
     fn verify_path(&self, peer: &PeerCertificate, max_depth: u32) -> Result<i64, ChainFailure> {
@@ -215,6 +253,24 @@ impl TrustAnchors {
         })
         .map_err(internal)?
     }
+}
+
+/// SHA-256 over the leaf, the presented chain and the usage asked for; `None` if a
+/// certificate cannot be hashed (then nothing is remembered).
+fn chain_fingerprint(peer: &PeerCertificate, eku: RequiredEku) -> Option<[u8; 32]> {
+    let mut h = openssl::sha::Sha256::new();
+    for cert in std::iter::once(&peer.leaf).chain(&peer.chain) {
+        h.update(&cert.digest(openssl::hash::MessageDigest::sha256()).ok()?);
+    }
+    h.update(&[eku as u8]);
+    Some(h.finish())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Checks on the leaf that OpenSSL's chain verification leaves to the application.

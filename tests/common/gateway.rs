@@ -65,6 +65,10 @@ impl TestGateway {
         settings.admin_token = phasegate::admin::AdminToken::new(ADMIN_TOKEN);
         settings.reload_debounce = Duration::from_millis(100);
         settings.reload_on_sighup = false;
+        // Pingora's no-steal runtime keeps per-thread handles in a global that a second
+        // server in the same process can inherit from a finished one; in-process tests use
+        // the work-stealing runtime (the process tests run the binary's default).
+        settings.work_stealing = true;
         let running = Gateway::build(&settings).unwrap_or_else(|e| panic!("{e}")).spawn();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_port(addr).await;
