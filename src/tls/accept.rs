@@ -160,17 +160,17 @@ fn certificate_for<'a>(
     listener: &'a crate::policy::Listener,
     host: &str,
 ) -> Option<&'a Arc<crate::policy::ServerCertificate>> {
-    let wildcard = host.split_once('.').map(|(_, parent)| format!("*.{parent}"));
     listener
         .certificates
         .iter()
         .find(|c| c.hosts.iter().any(|h| h == host))
         .or_else(|| {
-            let wildcard = wildcard.as_deref()?;
+            // `*.example` covers `api.example`
+            let parent = host.split_once('.')?.1;
             listener
                 .certificates
                 .iter()
-                .find(|c| c.hosts.iter().any(|h| h == wildcard))
+                .find(|c| c.hosts.iter().any(|h| h.strip_prefix("*.") == Some(parent)))
         })
 }
 

@@ -32,16 +32,9 @@ impl PeerCertificate {
     /// excludes the leaf; a duplicate leaf is dropped in case a build includes it.
     pub fn from_handshake(ssl: &SslRef) -> Option<Self> {
         let leaf = ssl.peer_certificate()?;
-        let leaf_der = leaf.to_der().ok();
         let chain = ssl
             .peer_cert_chain()
-            .map(|stack| {
-                stack
-                    .iter()
-                    .filter(|c| c.to_der().ok() != leaf_der)
-                    .map(|c| c.to_owned())
-                    .collect()
-            })
+            .map(|stack| stack.iter().filter(|c| **c != *leaf).map(|c| c.to_owned()).collect())
             .unwrap_or_default();
         Some(PeerCertificate::new(leaf, chain))
     }
