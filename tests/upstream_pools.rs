@@ -68,6 +68,17 @@ fn pool_route(backends: &[&Backend], extra: &str) -> String {
     )
 }
 
+/// One backend's entry in `GET /api/routes/{name}`.
+fn backend_entry(route: &serde_json::Value, addr: SocketAddr) -> serde_json::Value {
+    route["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["address"] == addr.to_string())
+        .unwrap_or_else(|| panic!("{addr} not listed: {route}"))
+        .clone()
+}
+
 /// Sends `n` GETs over one keep-alive connection; counts answers per backend name.
 async fn spread(gw: &TestGateway, pki: &TestPki, n: usize, path: &str) -> HashMap<String, usize> {
     let mut client = Client::connect(gw.addr, &ClientOptions::new(pki.root_pem(), "api.test"))
@@ -113,7 +124,8 @@ async fn round_robin_spreads_requests_over_every_backend_by_weight() {
 async fn a_killed_backend_fails_no_idempotent_request_and_rejoins_when_revived() {
     let pki = TestPki::new();
     let (a, mut b) = (Backend::start("a", None).await, Backend::start("b", None).await);
-    let extra = "      passive_ejection: { max_failures: 1, ejection: 1s }\n      retries: 1\n";
+    // the ejection outlasts the requests below even on a slow, busy machine
+    let extra = "      passive_ejection: { max_failures: 1, ejection: 4s }\n      retries: 1\n";
     let gw = TestGateway::start(&pki, &pool_route(&[&a, &b], extra)).await;
     assert_eq!(spread(&gw, &pki, 10, "/").await.len(), 2);
     b.kill();
@@ -121,17 +133,20 @@ async fn a_killed_backend_fails_no_idempotent_request_and_rejoins_when_revived()
     let seen = spread(&gw, &pki, 20, "/").await;
     assert_eq!(seen.get("b"), None, "{seen:?}");
     let (_, route) = gw.admin_get("/api/routes/pool").await;
-    let dead = route["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["address"] == b.addr.to_string())
-        .unwrap()
-        .clone();
+    let dead = backend_entry(&route, b.addr);
     assert!(dead["ejected_until"].is_i64(), "passively ejected: {dead}");
     assert!(dead["connect_failures"].as_u64().unwrap() >= 1);
     b.revive().await;
-    tokio::time::sleep(Duration::from_millis(2_100)).await; // the ejection ends
+    let mut ended = false;
+    for _ in 0..100 {
+        let (_, route) = gw.admin_get("/api/routes/pool").await;
+        if backend_entry(&route, b.addr)["ejected_until"].is_null() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the ejection ends");
     let seen = spread(&gw, &pki, 20, "/").await;
     assert!(seen.get("b").is_some_and(|n| *n >= 5), "back in rotation: {seen:?}");
 }
@@ -142,16 +157,7 @@ async fn health_checks_take_a_backend_out_after_the_unhealthy_threshold_and_back
     let (a, b) = (Backend::start("a", None).await, Backend::start("b", None).await);
     let extra = "      health_check: { type: http, path: /healthz, interval: 100ms, timeout: 1s, unhealthy_threshold: 3, healthy_threshold: 2 }\n";
     let gw = TestGateway::start(&pki, &pool_route(&[&a, &b], extra)).await;
-    let health = |route: &serde_json::Value, addr: SocketAddr| {
-        route["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["address"] == addr.to_string())
-            .unwrap()["healthy"]
-            .as_bool()
-            .unwrap()
-    };
+    let health = |route: &serde_json::Value, addr: SocketAddr| backend_entry(route, addr)["healthy"].as_bool().unwrap();
     b.control.unhealthy.store(true, Ordering::Relaxed);
     let mut flipped = false;
     for _ in 0..100 {
