@@ -17,6 +17,11 @@
 //! difference as `cpu_ticks_NAME`; its own CPU time is `cpu_ticks_client`, and the share of
 //! each core that was busy during the window is `busy_pct_cpuN` (from `/proc/stat`).
 //!
+//! - `idle`: N connections each send one request, then stay open and idle. The watched
+//!   processes' resident memory (VmRSS, `/proc/PID/status`) is read before the first
+//!   connection and again once all are up and `--settle` seconds have passed; the growth
+//!   per connection is `rss_bytes_per_conn_NAME`.
+//!
 //! Output: one JSON line on stdout, e.g.
 //! `{"requests":…,"errors":…,"unexpected_status":…,"rps":…,"p50_us":…,"p99_us":…,"duration_s":…}`.
 //!
@@ -57,6 +62,9 @@ enum Scenario {
     Keepalive,
     /// A new TCP+TLS connection per request, closed after the response.
     Handshake,
+    /// N connections each send one request and then stay open, idle; reports how much the
+    /// watched processes' RSS grew per connection (`rss_bytes_per_conn_NAME`).
+    Idle,
 }
 
 #[derive(Parser, Debug)]
@@ -113,6 +121,9 @@ struct Args {
     /// (repeatable). Reported as `cpu_ticks_NAME`.
     #[arg(long, value_name = "NAME=PIDS")]
     watch: Vec<String>,
+    /// Idle scenario: seconds to wait after the last connection is up before reading RSS.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
     /// Free-form label copied into the output.
     #[arg(long)]
     label: Option<String>,
@@ -313,6 +324,49 @@ async fn handshake_worker(t: Arc<Target>, ready: Arc<Barrier>, go: Arc<Barrier>,
     stats
 }
 
+async fn idle_worker(t: Arc<Target>, ready: Arc<Barrier>, go: Arc<Barrier>, expect: u16) -> Stats {
+    let mut stats = Stats::default();
+    let started = Instant::now();
+    let opened = async {
+        let mut sender = connect(&t, &mut stats).await?;
+        let (status, _) = request(&t, &mut sender, false).await?;
+        Ok::<_, String>((sender, status))
+    };
+    // Held until the measurement is done, then dropped (closing the connection).
+    let _held = match tokio::time::timeout(t.timeout, opened).await {
+        Ok(Ok((sender, status))) => {
+            record(&mut stats, expect, status, started);
+            Some(sender)
+        }
+        Ok(Err(e)) => {
+            stats.error(e);
+            None
+        }
+        Err(_) => {
+            stats.error("connection timed out");
+            None
+        }
+    };
+    ready.wait().await;
+    go.wait().await;
+    stats
+}
+
+/// Resident memory of a process, in bytes (VmRSS).
+fn proc_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn rss_of(watches: &[Watch]) -> Vec<u64> {
+    watches
+        .iter()
+        .map(|w| w.pids.iter().filter_map(|p| proc_rss(p)).sum())
+        .collect()
+}
+
 /// utime + stime, in clock ticks, of a process (all its threads).
 fn proc_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -462,7 +516,9 @@ fn run(args: Args) -> Result<(), String> {
 
     let expect = args.expect_status;
     let n = args.concurrency;
-    let (stats, elapsed, cpu, busy) = rt.block_on(async {
+    let settle = Duration::from_secs_f64(args.settle.max(0.0));
+    let (stats, elapsed, cpu, busy, rss) = rt.block_on(async {
+        let rss0 = rss_of(&watches);
         let ready = Arc::new(Barrier::new(n + 1));
         let go = Arc::new(Barrier::new(n + 1));
         let mut handles = Vec::with_capacity(n);
@@ -472,11 +528,19 @@ fn run(args: Args) -> Result<(), String> {
                 match t.scenario {
                     Scenario::Keepalive => keepalive_worker(t, r, g, expect).await,
                     Scenario::Handshake => handshake_worker(t, r, g, expect).await,
+                    Scenario::Idle => idle_worker(t, r, g, expect).await,
                 }
             }));
         }
         // Every connection is up (keepalive) or every worker is waiting (handshake).
         ready.wait().await;
+        let rss = if target.scenario == Scenario::Idle {
+            tokio::time::sleep(settle).await;
+            let rss1 = rss_of(&watches);
+            rss1.iter().zip(&rss0).map(|(a, b)| *a as i64 - *b as i64).collect()
+        } else {
+            Vec::new()
+        };
         let cpu0 = snapshot(&watches)?;
         let busy0 = cpu_times();
         let start = Instant::now();
@@ -501,7 +565,7 @@ fn run(args: Args) -> Result<(), String> {
                 (name.clone(), 100.0 * b1.saturating_sub(*b0) as f64 / dt)
             })
             .collect();
-        Ok::<_, String>((all, elapsed, cpu, busy))
+        Ok::<_, String>((all, elapsed, cpu, busy, rss))
     })?;
 
     let mut total = Stats::default();
@@ -536,6 +600,7 @@ fn run(args: Args) -> Result<(), String> {
         json!(match args.scenario {
             Scenario::Keepalive => "keepalive",
             Scenario::Handshake => "handshake",
+            Scenario::Idle => "idle",
         }),
     );
     out.insert("addr".into(), json!(args.addr.to_string()));
@@ -553,6 +618,10 @@ fn run(args: Args) -> Result<(), String> {
     out.insert("duration_s".into(), json!(round(secs, 3)));
     for (w, ticks) in watches.iter().zip(&cpu) {
         out.insert(format!("cpu_ticks_{}", w.name), json!(ticks));
+    }
+    for (w, grew) in watches.iter().zip(&rss) {
+        out.insert(format!("rss_grew_bytes_{}", w.name), json!(grew));
+        out.insert(format!("rss_bytes_per_conn_{}", w.name), json!(grew / n as i64));
     }
     out.insert("cpu_ticks_client".into(), json!(cpu.last().copied().unwrap_or(0)));
     for (name, pct) in &busy {

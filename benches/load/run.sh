@@ -8,7 +8,8 @@
 #   ROUNDS=5 DURATION=7 (s per measured run) CONCURRENCY=64 HANDSHAKE_CONCURRENCY=16
 #   WARMUP=2 (s per target and scenario, once, before round 1)
 #   ROUND_WARMUP=1 (s before every measured run, after the target was resumed)
-#   SCENARIOS="keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
+#   IDLE_CONNECTIONS=1000 idle mTLS connections per proxy for the memory measurement
+#   SCENARIOS="idle keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
 #   PROXY_CPU=0 CLIENT_CPU=1        cores for the proxy under test / load generator + backend
 #   PARK=1       SIGSTOP the proxies not under test (their timers cannot steal the proxy core)
 #   QUIET_WAIT=20 before each run, wait up to this many seconds for the proxy core to be idle
@@ -30,7 +31,11 @@ WARMUP=${WARMUP:-2}
 ROUND_WARMUP=${ROUND_WARMUP:-1}
 CONCURRENCY=${CONCURRENCY:-64}
 HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-16}
-SCENARIOS=${SCENARIOS:-"keepalive handshake"}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
+SCENARIOS=${SCENARIOS:-"idle keepalive handshake"}
+# idle is measured once, on fresh processes (memory freed by earlier load would be reused);
+# the other scenarios run in rounds.
+LOAD_SCENARIOS=$(echo " $SCENARIOS " | sed 's/ idle / /g' | xargs)
 TARGETS=${TARGETS:-"backend nginx haproxy pg-off pg-audit pg-enforce"}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -288,6 +293,7 @@ loadgen() {
     shift 3
     local c=$CONCURRENCY
     [[ $scenario == handshake ]] && c=$HANDSHAKE_CONCURRENCY
+    [[ $scenario == idle ]] && c=$IDLE_CONNECTIONS
     local watch=(--watch "proxy=$(echo ${PIDS_OF[$t]} | tr ' ' ',')")
     [[ $t != backend ]] && watch+=(--watch "backend=$(echo ${PIDS_OF[backend]} | tr ' ' ',')")
     taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:${PORT_OF[$t]}" --host "$HOST" --scheme "${SCHEME_OF[$t]}" \
@@ -456,9 +462,34 @@ run_one() { # target scenario round -> appends to results
     if ((err + un > 0)); then log "    first error: $(jstr first_error "$out")"; fi
 }
 
+# Memory per idle connection: fresh processes, each proxy alone on its core, RSS before the
+# first connection and once all are up (each sent one request with the client certificate).
+IDLE_SUMMARY=""
+if [[ " $SCENARIOS " == *" idle "* ]]; then
+    log "idle: $IDLE_CONNECTIONS mTLS connections per proxy, one request each, then idle ..."
+    IDLE_SUMMARY=$(printf '\n== idle: %d mTLS connections (TLS 1.3, client certificate, one request each, then idle) ==\n%-12s %14s %14s %9s %7s\n' \
+        "$IDLE_CONNECTIONS" target "RSS growth" "per conn" "vs nginx" errors)
+    nginx_per_conn=""
+    for t in $TARGETS; do
+        [[ $t == backend ]] && continue
+        activate "$t"
+        out=$(loadgen "$t" idle 1 "${with_cert[@]}")
+        echo "$out" | sed 's/^{/{"round":0,/' >>"$WORK/idle.jsonl"
+        grew=$(jnum rss_grew_bytes_proxy "$out")
+        per=$(jnum rss_bytes_per_conn_proxy "$out")
+        errs=$(($(jnum errors "$out") + $(jnum unexpected_status "$out")))
+        [[ $t == nginx ]] && nginx_per_conn=$per
+        ratio=$(awk -v p="$per" -v n="${nginx_per_conn:-0}" 'BEGIN { if (n > 0) printf "%.2fx", p / n; else print "-" }')
+        log "  idle $t: RSS +$((grew / 1024)) KiB, $((per / 1024)) KiB per connection, errors $errs"
+        IDLE_SUMMARY+=$(printf '\n%-12s %10d KiB %10.1f KiB %9s %7d' "$t" "$((grew / 1024))" \
+            "$(awk -v p="$per" 'BEGIN { printf "%.1f", p / 1024 }')" "$ratio" "$errs")
+    done
+    IDLE_SUMMARY+=$'\n'"RSS: VmRSS of all the proxy's processes; nginx's row is its ratio base only if nginx ran first (TARGETS order)."
+fi
+
 if ((WARMUP > 0)); then
     log "warm-up (${WARMUP}s per target and scenario) ..."
-    for s in $SCENARIOS; do
+    for s in $LOAD_SCENARIOS; do
         for t in $TARGETS; do
             extra=()
             [[ $t != backend ]] && extra=("${with_cert[@]}")
@@ -474,7 +505,7 @@ read -r -a target_list <<<"$TARGETS"
 n=${#target_list[@]}
 for r in $(seq 1 "$ROUNDS"); do
     log "round $r/$ROUNDS"
-    for s in $SCENARIOS; do
+    for s in $LOAD_SCENARIOS; do
         # Rotate the order each round so no target always runs first or last.
         for i in $(seq 0 $((n - 1))); do
             run_one "${target_list[$(((i + r - 1) % n))]}" "$s" "$r"
@@ -485,7 +516,7 @@ resume_all
 
 # ---------------------------------------------------------------- tables
 summarize() {
-    awk -F'\t' -v hz="$CLK_TCK" -v targets="$TARGETS" -v scenarios="$SCENARIOS" \
+    awk -F'\t' -v hz="$CLK_TCK" -v targets="$TARGETS" -v scenarios="$LOAD_SCENARIOS" \
         -v kc="$CONCURRENCY" -v hc="$HANDSHAKE_CONCURRENCY" -v dur="$DURATION" -v rounds="$ROUNDS" -v maxo="$MAX_OTHER" '
     function median(arr, n,    i, j, tmp, a) {
         for (i = 1; i <= n; i++) a[i] = arr[i]
@@ -537,6 +568,7 @@ summarize() {
     }' "$RESULTS"
 }
 {
+    [[ -n $IDLE_SUMMARY ]] && echo "$IDLE_SUMMARY"
     summarize
     echo "noise: $RETRIED_RUNS run(s) redone because more than $MAX_OTHER% of the proxy core went elsewhere; $NOISY_RUNS run(s) kept noisy after $RETRIES retries."
 } | tee -a "$WORK/summary.txt"
