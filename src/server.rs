@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminToken;
 use crate::audit::{Aggregator, Recorder};
-use crate::control::{ControlHandle, ControlPlane, StartupError};
+use crate::control::{ControlHandle, ControlPlane, FileWatcher, StartupError};
 use crate::policy::SharedSnapshot;
 use crate::proxy::MtlsProxy;
 use crate::tls::{ClientHelloDeadline, HandshakeCallbacks};
@@ -137,6 +138,17 @@ impl Gateway {
             recorder.clone(),
         )?;
         let config = snapshot.load().config.clone();
+        let watcher = settings
+            .watch_files
+            .then(|| {
+                FileWatcher::arm(
+                    control.clone(),
+                    snapshot.clone(),
+                    settings.config_dir.clone(),
+                    settings.reload_debounce,
+                )
+            })
+            .flatten();
 
         let admin = std::net::TcpListener::bind(settings.admin_addr).map_err(|source| StartError::Bind {
             address: settings.admin_addr,
@@ -163,7 +175,13 @@ impl Gateway {
                         message: e.to_string(),
                     }
                 })?;
-            service.add_tls_with_settings(&listener.address.to_string(), None, tls);
+            // Unbuffered reads: Pingora's default 64 KiB read buffer would be held by every
+            // connection, idle or not; OpenSSL's read-ahead does the buffering (accept.rs).
+            service.endpoints().add_listener(
+                ListenerConfig::tcp(listener.address.to_string())
+                    .tls(tls)
+                    .l4_buffer(L4BufferSettings::default().read(0)),
+            );
             listeners.push(listener.address);
         }
         service.endpoints().set_pre_tls_callback(Arc::new(ClientHelloDeadline {
@@ -179,6 +197,7 @@ impl Gateway {
                 admin,
                 aggregator,
                 plane,
+                watcher,
             })),
             admin_state: crate::admin::AdminState {
                 snapshot: snapshot.clone(),
@@ -187,10 +206,7 @@ impl Gateway {
                 token: settings.admin_token.clone(),
                 instance: settings.instance_id.as_str().into(),
             },
-            config_dir: settings.config_dir.clone(),
-            reload_debounce: settings.reload_debounce,
             reload_on_sighup: settings.reload_on_sighup,
-            watch_files: settings.watch_files,
         };
         server.add_service(background_service("control plane", service));
         Ok(Gateway {
@@ -297,16 +313,14 @@ impl ShutdownSignalWatch for StopSignal {
 struct ControlPlaneService {
     parts: Mutex<Option<ControlParts>>,
     admin_state: crate::admin::AdminState,
-    config_dir: PathBuf,
-    reload_debounce: Duration,
     reload_on_sighup: bool,
-    watch_files: bool,
 }
 
 struct ControlParts {
     admin: std::net::TcpListener,
     aggregator: Aggregator,
     plane: ControlPlane,
+    watcher: Option<FileWatcher>,
 }
 
 #[async_trait]
@@ -318,13 +332,8 @@ impl BackgroundService for ControlPlaneService {
         tokio::spawn(parts.aggregator.run());
         tokio::spawn(parts.plane.run());
         let control = self.admin_state.control.clone();
-        if self.watch_files {
-            crate::control::spawn_watcher(
-                control.clone(),
-                self.admin_state.snapshot.clone(),
-                self.config_dir.clone(),
-                self.reload_debounce,
-            );
+        if let Some(watcher) = parts.watcher {
+            tokio::spawn(watcher.run());
         }
         crate::upstream::spawn_maintenance(self.admin_state.snapshot.clone());
         crate::control::spawn_route_watch(control.clone(), self.admin_state.snapshot.clone());

@@ -48,12 +48,10 @@ impl SourceFile {
     }
 }
 
-/// Reads every `*.yaml` / `*.yml` in `dir` (not hidden files, so the `..data` directory of
-/// a Kubernetes ConfigMap mount is seen through its symlinks), in name order.
-pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Diagnostics::whole_file(dir, format!("cannot read policy directory: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries
+/// The policy files of `dir`: every `*.yaml` / `*.yml` (not hidden files, so the `..data`
+/// directory of a Kubernetes ConfigMap mount is seen through its symlinks), in name order.
+pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
@@ -62,6 +60,13 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
         })
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+/// Reads the policy files of `dir` ([`policy_files`]).
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
+    let paths =
+        policy_files(dir).map_err(|e| Diagnostics::whole_file(dir, format!("cannot read policy directory: {e}")))?;
     if paths.is_empty() {
         return Err(Diagnostics::whole_file(dir, "no policy files (expected *.yaml)"));
     }

@@ -8,7 +8,7 @@ mod raw;
 
 use std::path::Path;
 
-pub use compile::{compile, read_dir, SourceFile};
+pub use compile::{compile, policy_files, read_dir, SourceFile};
 pub use diagnostic::{Diagnostic, Diagnostics};
 
 use crate::policy::CompiledConfig;

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use history::{diff, HistoryEntry, ReloadSource, RouteChange};
 pub use rollback::{rollback_target, ModeChange};
 pub use route_watch::spawn_route_watch;
-pub use watch::{spawn_sighup_listener, spawn_watcher};
+pub use watch::{spawn_sighup_listener, FileWatcher};
 
 use crate::audit::Recorder;
 use crate::config::{self, Diagnostic, Diagnostics};

@@ -12,14 +12,37 @@ use tokio::sync::mpsc;
 use super::{ControlHandle, ReloadSource};
 use crate::policy::SharedSnapshot;
 
-/// How often lost watches (a deleted or replaced directory) are re-armed.
+/// How often lost watches (a deleted or replaced directory) are re-armed, and the files
+/// are checked for changes the watches missed.
 const REARM_EVERY: Duration = Duration::from_secs(1);
 
 /// Watches the policy directory and the directories of every file the config reads, and
-/// asks the control plane to reload once changes have settled for `debounce`.
-pub fn spawn_watcher(handle: ControlHandle, snapshot: SharedSnapshot, config_dir: PathBuf, debounce: Duration) {
-    tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::channel::<notify::Result<Event>>(4096);
+/// asks the control plane to reload once changes have settled for `debounce`. Once per
+/// [`REARM_EVERY`] it also compares the files with what the last reload saw: a change the
+/// watches missed (a directory deleted and recreated under a reused inode number leaves a
+/// dead watch and no event) still reloads, and every watch is armed afresh.
+pub struct FileWatcher {
+    watcher: notify::RecommendedWatcher,
+    events: mpsc::Receiver<notify::Result<Event>>,
+    armed: Watches,
+    /// [`files_state`] as of the last reload (or of arming).
+    seen: u64,
+    handle: ControlHandle,
+    snapshot: SharedSnapshot,
+    config_dir: PathBuf,
+    debounce: Duration,
+}
+
+impl FileWatcher {
+    /// Arms the watches right away — call it just after the config is loaded — so that a
+    /// change made from then on is seen however late [`FileWatcher::run`] starts.
+    pub fn arm(
+        handle: ControlHandle,
+        snapshot: SharedSnapshot,
+        config_dir: PathBuf,
+        debounce: Duration,
+    ) -> Option<Self> {
+        let (tx, events) = mpsc::channel::<notify::Result<Event>>(4096);
         let watcher = notify::recommended_watcher(move |event| {
             // A full queue means a reload is already due; dropping the surplus is harmless.
             let _ = tx.try_send(event);
@@ -28,45 +51,78 @@ pub fn spawn_watcher(handle: ControlHandle, snapshot: SharedSnapshot, config_dir
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot watch the policy directory; reload with SIGHUP or the API");
-                return;
+                return None;
             }
         };
         let mut armed = Watches::new();
         sync_watches(&mut watcher, &mut armed, &wanted_dirs(&snapshot, &config_dir));
+        let seen = files_state(&snapshot, &config_dir);
+        Some(FileWatcher {
+            watcher,
+            events,
+            armed,
+            seen,
+            handle,
+            snapshot,
+            config_dir,
+            debounce,
+        })
+    }
+
+    pub async fn run(mut self) {
         let mut rearm = tokio::time::interval(REARM_EVERY);
         loop {
-            tokio::select! {
-                event = rx.recv() => {
+            let reload = tokio::select! {
+                event = self.events.recv() => {
                     let Some(event) = event else { return };
-                    if !is_change(&event, &mut armed) {
+                    if !is_change(&event, &mut self.armed) {
                         continue;
                     }
                     // Debounce: wait until the directory has been quiet for a while.
-                    while let Ok(Some(_)) = tokio::time::timeout(debounce, rx.recv()).await {}
-                    if handle.reload(ReloadSource::FileChange).await.is_err() {
-                        return;
-                    }
-                    sync_watches(&mut watcher, &mut armed, &wanted_dirs(&snapshot, &config_dir));
+                    while let Ok(Some(_)) = tokio::time::timeout(self.debounce, self.events.recv()).await {}
+                    true
                 }
-                _ = rearm.tick() => {
-                    // a watched directory that was deleted or replaced (a new inode, even if
-                    // it came back under the same name) needs a new watch
-                    for (dir, watched) in armed.iter_mut() {
-                        if watched.is_some() && *watched != inode(dir) {
-                            *watched = None;
-                        }
-                    }
-                    let lost = armed.values().any(Option::is_none);
-                    if lost && sync_watches(&mut watcher, &mut armed, &wanted_dirs(&snapshot, &config_dir)) {
-                        // A directory came back: whatever is in it now may differ.
-                        if handle.reload(ReloadSource::FileChange).await.is_err() {
-                            return;
-                        }
-                    }
+                _ = rearm.tick() => self.missed_a_change(),
+            };
+            if reload {
+                self.seen = files_state(&self.snapshot, &self.config_dir);
+                if self.handle.reload(ReloadSource::FileChange).await.is_err() {
+                    return;
                 }
+                self.sync();
             }
         }
-    });
+    }
+
+    /// Re-arms lost watches; true if the files may have changed without an event.
+    fn missed_a_change(&mut self) -> bool {
+        // a watched directory that was deleted or replaced (a new inode, even if it came
+        // back under the same name) needs a new watch
+        for (dir, watched) in self.armed.iter_mut() {
+            if watched.is_some() && *watched != inode(dir) {
+                *watched = None;
+            }
+        }
+        // a directory that came back may hold anything
+        let came_back = self.armed.values().any(Option::is_none) && self.sync();
+        let changed = files_state(&self.snapshot, &self.config_dir) != self.seen;
+        if changed {
+            // whichever watch missed it is dead: arm them all afresh
+            for watched in self.armed.values_mut() {
+                *watched = None;
+            }
+            self.sync();
+        }
+        came_back || changed
+    }
+
+    fn sync(&mut self) -> bool {
+        sync_watches(
+            &mut self.watcher,
+            &mut self.armed,
+            &wanted_dirs(&self.snapshot, &self.config_dir),
+        )
+    }
 }
 
 /// Reloads on SIGHUP, the conventional signal for it.
@@ -85,6 +141,24 @@ pub fn spawn_sighup_listener(handle: ControlHandle) {
             }
         }
     });
+}
+
+/// What the configuration is read from, as the file system shows it now: the policy files
+/// and every file the config names, each with its size, modification time and inode.
+fn files_state(snapshot: &SharedSnapshot, config_dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut state = std::collections::hash_map::DefaultHasher::new();
+    let policy_files = crate::config::policy_files(config_dir).ok();
+    policy_files.is_some().hash(&mut state);
+    let inputs = snapshot.load().config.inputs.clone();
+    for path in policy_files.iter().flatten().chain(&inputs) {
+        path.hash(&mut state);
+        if let Ok(m) = std::fs::metadata(path) {
+            (m.len(), m.mtime(), m.mtime_nsec(), m.ino(), m.dev()).hash(&mut state);
+        }
+    }
+    state.finish()
 }
 
 fn wanted_dirs(snapshot: &SharedSnapshot, config_dir: &Path) -> Vec<PathBuf> {

@@ -193,7 +193,9 @@ impl Client {
 
 /// One request on a fresh connection.
 pub async fn get_once(addr: SocketAddr, opts: &ClientOptions, host: &str, path: &str) -> Reply {
-    let mut c = Client::connect(addr, opts).await.unwrap();
+    let mut c = Client::connect(addr, opts)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     c.get(host, path).await
 }
 
