@@ -154,16 +154,8 @@ async fn sigterm_lets_in_flight_requests_complete() {
     let backend = common::echo_backend().await;
     let routes = ROUTES.replace("enforce", "audit");
     let mut gw = GatewayProcess::start(&pki, &routes, backend.addr, &["--grace-period", "5"]).await;
-    let (addr, root) = (gw.addr, pki.root_pem().to_string());
-    let in_flight = tokio::spawn(async move {
-        common::client::get_once(
-            addr,
-            &ClientOptions::new(&root, "api.test"),
-            "api.test",
-            "/?delay_ms=1500",
-        )
-        .await
-    });
+    let anonymous = ClientOptions::new(pki.root_pem(), "api.test");
+    let in_flight = common::client::spawn_get_once(gw.addr, &anonymous, "api.test", "/?delay_ms=1500");
     tokio::time::sleep(Duration::from_millis(400)).await;
     gw.signal("TERM");
     let reply = tokio::time::timeout(Duration::from_secs(10), in_flight)

@@ -229,18 +229,15 @@ async fn least_connections_prefers_the_backend_with_fewer_requests_in_flight() {
     let (a, b) = (Backend::start("a", None).await, Backend::start("b", None).await);
     let gw = TestGateway::start(&pki, &pool_route(&[&a, &b], "      balance: least_connections\n")).await;
     // five slow requests pile up somewhere; the quick ones then go elsewhere
+    let anonymous = ClientOptions::new(pki.root_pem(), "api.test");
     let mut slow = Vec::new();
     for _ in 0..5 {
-        let (addr, root) = (gw.addr, pki.root_pem().to_string());
-        slow.push(tokio::spawn(async move {
-            common::client::get_once(
-                addr,
-                &ClientOptions::new(&root, "api.test"),
-                "api.test",
-                "/?delay_ms=1500",
-            )
-            .await
-        }));
+        slow.push(common::client::spawn_get_once(
+            gw.addr,
+            &anonymous,
+            "api.test",
+            "/?delay_ms=1500",
+        ));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -20,6 +20,20 @@ impl std::fmt::Debug for GatewayMetrics {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// One `days_left` gauge per entry of a certificate listing, labelled with `labels`.
+fn days_left<'a>(
+    entries: &'a serde_json::Value,
+    labels: &'a [&'static str],
+) -> impl Iterator<Item = (Labels, ConstGauge)> + 'a {
+    entries.as_array().into_iter().flatten().map(move |c| {
+        let labels = labels
+            .iter()
+            .map(|k| (*k, c[*k].as_str().unwrap_or_default().to_string()))
+            .collect();
+        (labels, ConstGauge::new(c["days_left"].as_i64().unwrap_or(0)))
+    })
+}
+
 fn family<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -137,47 +151,19 @@ impl Collector for GatewayMetrics {
         )?;
 
         let certs = super::export::certificates(&snapshot, &state.recorder, now);
-        let own = certs["gateway"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| {
-                let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-                (
-                    vec![
-                        ("kind", text("kind")),
-                        ("owner", text("owner")),
-                        ("certificate", text("certificate")),
-                    ],
-                    ConstGauge::new(c["days_left"].as_i64().unwrap_or(0)),
-                )
-            });
         family(
             &mut encoder,
             "phasegate_certificate_expiry_days",
             "Days until each of the gateway's own certificates expires (negative: expired).",
             Gauge,
-            own,
+            days_left(&certs["gateway"], &["kind", "owner", "certificate"]),
         )?;
-        let crls = certs["crls"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| {
-                let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-                (
-                    vec![("bundle", text("bundle")), ("issuer", text("issuer"))],
-                    ConstGauge::new(c["days_left"].as_i64().unwrap_or(0)),
-                )
-            });
         family(
             &mut encoder,
             "phasegate_crl_next_update_days",
             "Days until each CRL's nextUpdate (negative: stale).",
             Gauge,
-            crls,
+            days_left(&certs["crls"], &["bundle", "issuer"]),
         )?;
         let (within7, within30) = state.recorder.read(|a| {
             let soon = |days: i64| {

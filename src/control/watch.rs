@@ -151,8 +151,8 @@ fn files_state(snapshot: &SharedSnapshot, config_dir: &Path) -> u64 {
     let mut state = std::collections::hash_map::DefaultHasher::new();
     let policy_files = crate::config::policy_files(config_dir).ok();
     policy_files.is_some().hash(&mut state);
-    let inputs = snapshot.load().config.inputs.clone();
-    for path in policy_files.iter().flatten().chain(&inputs) {
+    let snapshot = snapshot.load();
+    for path in policy_files.iter().flatten().chain(&snapshot.config.inputs) {
         path.hash(&mut state);
         if let Ok(m) = std::fs::metadata(path) {
             (m.len(), m.mtime(), m.mtime_nsec(), m.ino(), m.dev()).hash(&mut state);

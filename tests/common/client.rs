@@ -119,12 +119,7 @@ impl Client {
             // SAFETY: the session comes from a connection made with an equivalent context.
             unsafe { ssl.set_session(session).map_err(|e| e.to_string())? };
         }
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
-        Pin::new(&mut stream)
-            .connect()
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let stream = tls_connect(addr, ssl).await?;
         if let Some(s) = stream.ssl().session() {
             sessions.lock().unwrap().get_or_insert_with(|| s.to_owned());
         }
@@ -191,6 +186,29 @@ impl Client {
     }
 }
 
+/// A TCP connection to `addr` with `ssl`'s TLS handshake done.
+async fn tls_connect(addr: SocketAddr, ssl: openssl::ssl::Ssl) -> Result<tokio_openssl::SslStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+    Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(stream)
+}
+
+/// [`get_once`] as a background task, for a request that must be in flight while the test
+/// goes on.
+pub fn spawn_get_once(
+    addr: SocketAddr,
+    opts: &ClientOptions,
+    host: &str,
+    path: &str,
+) -> tokio::task::JoinHandle<Reply> {
+    let (opts, host, path) = (opts.clone(), host.to_string(), path.to_string());
+    tokio::spawn(async move { get_once(addr, &opts, &host, &path).await })
+}
+
 /// One request on a fresh connection.
 pub async fn get_once(addr: SocketAddr, opts: &ClientOptions, host: &str, path: &str) -> Reply {
     let mut c = Client::connect(addr, opts)
@@ -209,12 +227,7 @@ pub async fn raw_exchange(addr: SocketAddr, ca_pem: &str, sni: &str, request: &[
         .unwrap();
     b.set_alpn_protos(b"\x08http/1.1").unwrap();
     let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
-    Pin::new(&mut stream)
-        .connect()
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let mut stream = tls_connect(addr, ssl).await?;
     stream.write_all(request).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
