@@ -20,7 +20,9 @@
 //! - `idle`: N connections each send one request, then stay open and idle. The watched
 //!   processes' resident memory (VmRSS, `/proc/PID/status`) is read before the first
 //!   connection and again once all are up and `--settle` seconds have passed; the growth
-//!   per connection is `rss_bytes_per_conn_NAME`.
+//!   per connection is `rss_bytes_per_conn_NAME`. `--open-concurrency K` opens them K at a
+//!   time (as a fleet of clients connects over time); by default all N open at once, which
+//!   adds the peak of N simultaneous handshakes to what stays resident.
 //!
 //! Output: one JSON line on stdout, e.g.
 //! `{"requests":…,"errors":…,"unexpected_status":…,"rps":…,"p50_us":…,"p99_us":…,"duration_s":…}`.
@@ -124,6 +126,11 @@ struct Args {
     /// Idle scenario: seconds to wait after the last connection is up before reading RSS.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// Idle scenario: how many connections may be opening (handshake + first request) at
+    /// once; 0 opens all N at once. Memory a server frees after setup may stay resident, so
+    /// opening all at once also measures the peak of N concurrent handshakes.
+    #[arg(long, default_value_t = 0)]
+    open_concurrency: usize,
     /// Free-form label copied into the output.
     #[arg(long)]
     label: Option<String>,
@@ -138,6 +145,8 @@ struct Target {
     verify_server: bool,
     timeout: Duration,
     scenario: Scenario,
+    /// Idle scenario: permits for connections being opened (`--open-concurrency`).
+    opening: Option<tokio::sync::Semaphore>,
     /// Start of the measurement window + its length; set by `main` once all workers are ready.
     deadline: OnceLock<Instant>,
 }
@@ -328,6 +337,10 @@ async fn idle_worker(t: Arc<Target>, ready: Arc<Barrier>, go: Arc<Barrier>, expe
     let mut stats = Stats::default();
     let started = Instant::now();
     let opened = async {
+        let _permit = match &t.opening {
+            Some(s) => Some(s.acquire().await.map_err(|e| e.to_string())?),
+            None => None,
+        };
         let mut sender = connect(&t, &mut stats).await?;
         let (status, _) = request(&t, &mut sender, false).await?;
         Ok::<_, String>((sender, status))
@@ -502,6 +515,7 @@ fn run(args: Args) -> Result<(), String> {
         tls,
         timeout: Duration::from_secs_f64(args.timeout),
         scenario: args.scenario,
+        opening: (args.open_concurrency > 0).then(|| tokio::sync::Semaphore::new(args.open_concurrency)),
         deadline: OnceLock::new(),
     });
     let rt = if args.threads <= 1 {

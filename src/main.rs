@@ -179,8 +179,13 @@ struct VerifyArgs {
 }
 
 fn main() -> ExitCode {
+    // before anything can make OpenSSL allocate
+    let openssl_on_mimalloc = phasegate::tls::openssl_allocates_with_mimalloc();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    if !openssl_on_mimalloc {
+        tracing::warn!("OpenSSL had already allocated; it keeps the system allocator");
+    }
     match cli.command {
         Command::Run {
             config,

@@ -9,6 +9,7 @@
 #   WARMUP=2 (s per target and scenario, once, before round 1)
 #   ROUND_WARMUP=1 (s before every measured run, after the target was resumed)
 #   IDLE_CONNECTIONS=1000 idle mTLS connections per proxy for the memory measurement
+#   IDLE_OPEN_CONCURRENCY=16 of them being opened at a time (0: all at once)
 #   SCENARIOS="idle keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
 #   PROXY_CPU=0 CLIENT_CPU=1        cores for the proxy under test / load generator + backend
 #   PARK=1       SIGSTOP the proxies not under test (their timers cannot steal the proxy core)
@@ -32,6 +33,7 @@ ROUND_WARMUP=${ROUND_WARMUP:-1}
 CONCURRENCY=${CONCURRENCY:-64}
 HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-16}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
+IDLE_OPEN_CONCURRENCY=${IDLE_OPEN_CONCURRENCY:-16}
 SCENARIOS=${SCENARIOS:-"idle keepalive handshake"}
 # idle is measured once, on fresh processes (memory freed by earlier load would be reused);
 # the other scenarios run in rounds.
@@ -58,7 +60,7 @@ PG_ADMIN_PORT=${PG_ADMIN_PORT:-9901}
 HOST=bench.local
 SPIFFE_ID="spiffe://$HOST/ns/load/sa/client"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-PHASEGATE=$TARGET_DIR/release/phasegate
+PHASEGATE=$TARGET_DIR/production/phasegate
 LOADGEN=$TARGET_DIR/release/examples/loadgen
 
 log() { printf '%s\n' "$*" >&2; }
@@ -93,8 +95,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(nproc) >= 2)) || log "warning: $(nproc) CPU(s); the proxy and the client will share a core"
 
 if [[ $SKIP_BUILD != 1 ]]; then
-    log "building phasegate and loadgen (release) ..."
-    (cd "$ROOT" && cargo build --release --bin phasegate >&2 && cargo build --release --example loadgen >&2)
+    log "building phasegate (production profile: release + LTO) and loadgen (release) ..."
+    (cd "$ROOT" && cargo build --profile production --bin phasegate >&2 && cargo build --release --example loadgen >&2)
 fi
 [[ -x $PHASEGATE ]] || die "no $PHASEGATE"
 [[ -x $LOADGEN ]] || die "no $LOADGEN"
@@ -466,14 +468,14 @@ run_one() { # target scenario round -> appends to results
 # first connection and once all are up (each sent one request with the client certificate).
 IDLE_SUMMARY=""
 if [[ " $SCENARIOS " == *" idle "* ]]; then
-    log "idle: $IDLE_CONNECTIONS mTLS connections per proxy, one request each, then idle ..."
-    IDLE_SUMMARY=$(printf '\n== idle: %d mTLS connections (TLS 1.3, client certificate, one request each, then idle) ==\n%-12s %14s %14s %9s %7s\n' \
-        "$IDLE_CONNECTIONS" target "RSS growth" "per conn" "vs nginx" errors)
+    log "idle: $IDLE_CONNECTIONS mTLS connections per proxy ($IDLE_OPEN_CONCURRENCY opening at a time), one request each, then idle ..."
+    IDLE_SUMMARY=$(printf '\n== idle: %d mTLS connections (TLS 1.3, client certificate, %s opening at a time, one request each, then idle) ==\n%-12s %14s %14s %9s %7s\n' \
+        "$IDLE_CONNECTIONS" "$IDLE_OPEN_CONCURRENCY" target "RSS growth" "per conn" "vs nginx" errors)
     nginx_per_conn=""
     for t in $TARGETS; do
         [[ $t == backend ]] && continue
         activate "$t"
-        out=$(loadgen "$t" idle 1 "${with_cert[@]}")
+        out=$(loadgen "$t" idle 1 "${with_cert[@]}" --open-concurrency "$IDLE_OPEN_CONCURRENCY")
         echo "$out" | sed 's/^{/{"round":0,/' >>"$WORK/idle.jsonl"
         grew=$(jnum rss_grew_bytes_proxy "$out")
         per=$(jnum rss_bytes_per_conn_proxy "$out")

@@ -14,7 +14,7 @@ use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
 
 use super::connection::ConnectionTls;
-use super::peer::PeerCertificate;
+use super::peer::{LeafCache, PeerCertificate};
 use crate::audit::Recorder;
 use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
 
@@ -24,6 +24,7 @@ pub struct HandshakeCallbacks {
     snapshot: SharedSnapshot,
     listener: String,
     recorder: Recorder,
+    leaves: LeafCache,
 }
 
 impl HandshakeCallbacks {
@@ -35,6 +36,7 @@ impl HandshakeCallbacks {
             snapshot,
             listener: listener.to_string(),
             recorder,
+            leaves: LeafCache::default(),
         };
         let mut settings = TlsSettings::with_callbacks(Box::new(callbacks))?;
         settings.enable_h2();
@@ -153,7 +155,7 @@ impl TlsAccept for HandshakeCallbacks {
             .servername(NameType::HOST_NAME)
             .map(|s| normalize_host(s).into_owned().into_boxed_str());
         let requested = ssl.verify_mode().contains(SslVerifyMode::PEER);
-        let peer = PeerCertificate::from_handshake(ssl);
+        let peer = PeerCertificate::from_handshake(ssl, &self.leaves);
         self.recorder.handshakes().count(requested, peer.is_some());
         let connection = ConnectionTls::new(sni, requested, peer);
         if let Some(peer) = &connection.peer {

@@ -1,5 +1,9 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use openssl::hash::MessageDigest;
 use openssl::ssl::SslRef;
-use openssl::x509::X509;
+use openssl::x509::{X509Ref, X509};
 
 use super::identity::parse_identity;
 use super::xfcc::xfcc_value;
@@ -18,8 +22,7 @@ pub struct PeerCertificate {
 
 impl PeerCertificate {
     pub fn new(leaf: X509, chain: Vec<X509>) -> Self {
-        let identity = parse_identity(&leaf);
-        let xfcc = identity.as_ref().ok().and_then(xfcc_value);
+        let ParsedLeaf { identity, xfcc } = ParsedLeaf::of(&leaf);
         PeerCertificate {
             leaf,
             chain,
@@ -30,13 +33,19 @@ impl PeerCertificate {
 
     /// What the client sent in this handshake. On the server side OpenSSL's peer chain
     /// excludes the leaf; a duplicate leaf is dropped in case a build includes it.
-    pub fn from_handshake(ssl: &SslRef) -> Option<Self> {
+    pub fn from_handshake(ssl: &SslRef, leaves: &LeafCache) -> Option<Self> {
         let leaf = ssl.peer_certificate()?;
         let chain = ssl
             .peer_cert_chain()
             .map(|stack| stack.iter().filter(|c| **c != *leaf).map(|c| c.to_owned()).collect())
             .unwrap_or_default();
-        Some(PeerCertificate::new(leaf, chain))
+        let ParsedLeaf { identity, xfcc } = leaves.parse(&leaf);
+        Some(PeerCertificate {
+            leaf,
+            chain,
+            identity,
+            xfcc,
+        })
     }
 
     /// A PEM file holding the leaf followed by its intermediates (`phasegate verify`).
@@ -48,5 +57,88 @@ impl PeerCertificate {
             .next()
             .ok_or_else(|| "no certificate found (expected a PEM CERTIFICATE block)".to_string())?;
         Ok(PeerCertificate::new(leaf, certs.collect()))
+    }
+}
+
+/// A leaf certificate's identity and XFCC value.
+#[derive(Clone)]
+struct ParsedLeaf {
+    identity: Result<Identity, String>,
+    xfcc: Option<http::HeaderValue>,
+}
+
+impl ParsedLeaf {
+    fn of(leaf: &X509Ref) -> Self {
+        let identity = parse_identity(leaf);
+        let xfcc = identity.as_ref().ok().and_then(xfcc_value);
+        ParsedLeaf { identity, xfcc }
+    }
+}
+
+/// Leaf certificates already parsed, by the SHA-256 of their DER encoding: clients
+/// reconnect with the same certificate all day, and parsing it (x509-parser, names
+/// formatted as text) was ~3% of a handshake. Same bytes, same identity, so a hit is as
+/// good as a parse.
+#[derive(Default)]
+pub struct LeafCache {
+    parsed: Mutex<HashMap<[u8; 32], ParsedLeaf>>,
+}
+
+/// Remembered leaves per listener (~1 KiB each); beyond this the memory starts over.
+const LEAF_CACHE_CAP: usize = 4 * 1024;
+
+impl LeafCache {
+    fn parse(&self, leaf: &X509Ref) -> ParsedLeaf {
+        let Some(key) = leaf
+            .digest(MessageDigest::sha256())
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(&d[..]).ok())
+        else {
+            return ParsedLeaf::of(leaf);
+        };
+        if let Some(hit) = self.parsed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return hit.clone();
+        }
+        let parsed = ParsedLeaf::of(leaf);
+        let mut cache = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= LEAF_CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(key, parsed.clone());
+        parsed
+    }
+
+    pub fn len(&self) -> usize {
+        self.parsed.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devpki::{CertificateAuthority, LeafSpec};
+
+    fn leaf(ca: &CertificateAuthority, uri: &str) -> X509 {
+        let issued = ca.issue(&LeafSpec::client(uri)).expect("issue");
+        X509::from_pem(issued.cert_pem.as_bytes()).expect("pem")
+    }
+
+    #[test]
+    fn the_cache_gives_what_a_parse_gives_once_per_distinct_certificate() {
+        let ca = CertificateAuthority::root("cache test root").expect("root");
+        let (a, b) = (leaf(&ca, "spiffe://t/a"), leaf(&ca, "spiffe://t/b"));
+        let cache = LeafCache::default();
+        for cert in [&a, &b, &a, &b, &a] {
+            let cached = cache.parse(cert);
+            let fresh = ParsedLeaf::of(cert);
+            assert_eq!(cached.identity, fresh.identity);
+            assert_eq!(cached.xfcc, fresh.xfcc);
+        }
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.parse(&b).identity.expect("parses").uris, ["spiffe://t/b"]);
     }
 }
