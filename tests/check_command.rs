@@ -94,6 +94,18 @@ fn check_accepts_the_example_policies() {
     }
 }
 
+/// `main` hands OpenSSL's allocations to mimalloc before anything allocates; were that too
+/// late (something in startup touching OpenSSL first), the binary says so on stderr.
+#[test]
+fn the_binary_moves_openssl_onto_mimalloc_before_openssl_allocates() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = phasegate::demo::prepare(dir.path()).unwrap();
+    let out = phasegate().arg("check").arg(&layout.policies).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("OpenSSL had already allocated"), "{stderr}");
+}
+
 #[test]
 fn check_json_lists_problems_with_their_positions() {
     let pki = fixture_pki();

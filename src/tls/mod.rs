@@ -5,6 +5,7 @@ mod accept;
 mod connection;
 mod ffi;
 mod identity;
+mod memo;
 mod peer;
 mod verify;
 mod xfcc;

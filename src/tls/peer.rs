@@ -1,11 +1,9 @@
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use openssl::hash::MessageDigest;
 use openssl::ssl::SslRef;
 use openssl::x509::{X509Ref, X509};
 
 use super::identity::parse_identity;
+use super::memo::{Fingerprint, FingerprintMemo};
 use super::xfcc::xfcc_value;
 use crate::policy::Identity;
 
@@ -18,12 +16,16 @@ pub struct PeerCertificate {
     pub identity: Result<Identity, String>,
     /// The `x-forwarded-client-cert` value, built once; only sent when the chain verifies.
     pub xfcc: Option<http::HeaderValue>,
+    /// SHA-256 of the leaf's DER encoding, computed once for the caches keyed by it;
+    /// `None` if it could not be encoded.
+    pub leaf_sha256: Option<Fingerprint>,
 }
 
 impl PeerCertificate {
     pub fn new(leaf: X509, chain: Vec<X509>) -> Self {
         let ParsedLeaf { identity, xfcc } = ParsedLeaf::of(&leaf);
         PeerCertificate {
+            leaf_sha256: sha256(&leaf),
             leaf,
             chain,
             identity,
@@ -39,12 +41,14 @@ impl PeerCertificate {
             .peer_cert_chain()
             .map(|stack| stack.iter().filter(|c| **c != *leaf).map(|c| c.to_owned()).collect())
             .unwrap_or_default();
-        let ParsedLeaf { identity, xfcc } = leaves.parse(&leaf);
+        let leaf_sha256 = sha256(&leaf);
+        let ParsedLeaf { identity, xfcc } = leaves.parse(&leaf, leaf_sha256);
         Some(PeerCertificate {
             leaf,
             chain,
             identity,
             xfcc,
+            leaf_sha256,
         })
     }
 
@@ -75,45 +79,41 @@ impl ParsedLeaf {
     }
 }
 
+fn sha256(cert: &X509Ref) -> Option<Fingerprint> {
+    let digest = cert.digest(MessageDigest::sha256()).ok()?;
+    <Fingerprint>::try_from(&digest[..]).ok()
+}
+
 /// Leaf certificates already parsed, by the SHA-256 of their DER encoding: clients
 /// reconnect with the same certificate all day, and parsing it (x509-parser, names
 /// formatted as text) was ~3% of a handshake. Same bytes, same identity, so a hit is as
 /// good as a parse.
-#[derive(Default)]
 pub struct LeafCache {
-    parsed: Mutex<HashMap<[u8; 32], ParsedLeaf>>,
+    parsed: FingerprintMemo<ParsedLeaf>,
 }
 
 /// Remembered leaves per listener (~1 KiB each); beyond this the memory starts over.
 const LEAF_CACHE_CAP: usize = 4 * 1024;
 
+impl Default for LeafCache {
+    fn default() -> Self {
+        LeafCache {
+            parsed: FingerprintMemo::new(LEAF_CACHE_CAP),
+        }
+    }
+}
+
 impl LeafCache {
-    fn parse(&self, leaf: &X509Ref) -> ParsedLeaf {
-        let Some(key) = leaf
-            .digest(MessageDigest::sha256())
-            .ok()
-            .and_then(|d| <[u8; 32]>::try_from(&d[..]).ok())
-        else {
+    fn parse(&self, leaf: &X509Ref, key: Option<Fingerprint>) -> ParsedLeaf {
+        let Some(key) = key else {
             return ParsedLeaf::of(leaf);
         };
-        if let Some(hit) = self.parsed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return hit.clone();
+        if let Some(hit) = self.parsed.get(&key) {
+            return hit;
         }
         let parsed = ParsedLeaf::of(leaf);
-        let mut cache = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= LEAF_CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(key, parsed.clone());
+        self.parsed.remember(key, parsed.clone());
         parsed
-    }
-
-    pub fn len(&self) -> usize {
-        self.parsed.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -133,12 +133,15 @@ mod tests {
         let (a, b) = (leaf(&ca, "spiffe://t/a"), leaf(&ca, "spiffe://t/b"));
         let cache = LeafCache::default();
         for cert in [&a, &b, &a, &b, &a] {
-            let cached = cache.parse(cert);
+            let cached = cache.parse(cert, sha256(cert));
             let fresh = ParsedLeaf::of(cert);
             assert_eq!(cached.identity, fresh.identity);
             assert_eq!(cached.xfcc, fresh.xfcc);
         }
-        assert_eq!(cache.len(), 2);
-        assert_eq!(cache.parse(&b).identity.expect("parses").uris, ["spiffe://t/b"]);
+        assert_eq!(cache.parsed.len(), 2);
+        assert_eq!(
+            cache.parse(&b, sha256(&b)).identity.expect("parses").uris,
+            ["spiffe://t/b"]
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! Chain verification against one trust bundle, mapped to phasegate's reasons. Live
 //! traffic and `phasegate verify` both come through [`TrustAnchors::verify`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::error::ErrorStack;
@@ -11,6 +10,7 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509Crl, X509StoreContext, X509VerifyResult, X509};
 
+use super::memo::FingerprintMemo;
 use super::peer::PeerCertificate;
 use crate::policy::{ClientEvidence, Identity, Reason};
 
@@ -100,7 +100,7 @@ pub struct TrustAnchors {
     crls_valid_until: i64,
     /// Chains that verified, by fingerprint, with the time their pass ends: a client that
     /// opens another connection with the same chain is not verified again.
-    passed: Mutex<HashMap<[u8; 32], i64>>,
+    passed: FingerprintMemo<i64>,
 }
 
 /// Remembered passes per bundle; beyond this the memory starts over.
@@ -151,7 +151,7 @@ impl TrustAnchors {
             anchors,
             has_crls: !crls.is_empty(),
             crls_valid_until,
-            passed: Mutex::new(HashMap::new()),
+            passed: FingerprintMemo::new(PASSED_CAP),
         })
     }
 
@@ -173,19 +173,12 @@ impl TrustAnchors {
     pub fn verify(&self, peer: &PeerCertificate, eku: RequiredEku) -> ChainOutcome {
         let key = chain_fingerprint(peer, eku);
         let now = unix_now();
-        if let Some(key) = &key {
-            let passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(&valid_until) = passed.get(key).filter(|until| **until >= now) {
-                return Ok(ChainOk { valid_until });
-            }
+        if let Some(valid_until) = key.and_then(|k| self.passed.get(&k)).filter(|until| *until >= now) {
+            return Ok(ChainOk { valid_until });
         }
         let outcome = self.verify_uncached(peer, eku);
         if let (Ok(ok), Some(key)) = (&outcome, key) {
-            let mut passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
-            if passed.len() >= PASSED_CAP {
-                passed.clear();
-            }
-            passed.insert(key, ok.valid_until);
+            self.passed.remember(key, ok.valid_until);
         }
         outcome
     }
@@ -259,7 +252,8 @@ impl TrustAnchors {
 /// certificate cannot be hashed (then nothing is remembered).
 fn chain_fingerprint(peer: &PeerCertificate, eku: RequiredEku) -> Option<[u8; 32]> {
     let mut h = openssl::sha::Sha256::new();
-    for cert in std::iter::once(&peer.leaf).chain(&peer.chain) {
+    h.update(&peer.leaf_sha256?);
+    for cert in &peer.chain {
         h.update(&cert.digest(openssl::hash::MessageDigest::sha256()).ok()?);
     }
     h.update(&[eku as u8]);
