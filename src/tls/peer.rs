@@ -1,3 +1,4 @@
+use foreign_types::ForeignTypeRef;
 use openssl::hash::MessageDigest;
 use openssl::ssl::SslRef;
 use openssl::x509::{X509Ref, X509};
@@ -34,12 +35,20 @@ impl PeerCertificate {
     }
 
     /// What the client sent in this handshake. On the server side OpenSSL's peer chain
-    /// excludes the leaf; a duplicate leaf is dropped in case a build includes it.
+    /// excludes the leaf; where a build includes it, it is the same object, which is
+    /// dropped. (By identity, not `==`: `X509_cmp` decodes every extension of both
+    /// certificates, ~2% of a handshake.)
     pub fn from_handshake(ssl: &SslRef, leaves: &LeafCache) -> Option<Self> {
         let leaf = ssl.peer_certificate()?;
         let chain = ssl
             .peer_cert_chain()
-            .map(|stack| stack.iter().filter(|c| **c != *leaf).map(|c| c.to_owned()).collect())
+            .map(|stack| {
+                stack
+                    .iter()
+                    .filter(|c| c.as_ptr() != leaf.as_ptr())
+                    .map(|c| c.to_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         let leaf_sha256 = sha256(&leaf);
         let ParsedLeaf { identity, xfcc } = leaves.parse(&leaf, leaf_sha256);
