@@ -14,7 +14,7 @@ use phasegate::audit::{Recorder, RejectionEvent};
 use phasegate::control::route_runtime;
 use phasegate::devpki::{CertificateAuthority, LeafSpec};
 use phasegate::policy::{Mode, Override, OverrideKind, Overrides, Reason, Snapshot, Verdict};
-use phasegate::proxy::decide_request;
+use phasegate::proxy::{decide_request, prepare_upstream_request};
 use phasegate::tls::{ConnectionTls, PeerCertificate};
 use phasegate::upstream::PoolRegistry;
 
@@ -129,6 +129,75 @@ fn decision(c: &mut Criterion) {
     group.finish();
 }
 
+/// Issue 9's "audit vs off on the same route": everything phasegate does per request on a
+/// keep-alive connection — match and decide (with the connection's cached chain verdict),
+/// then the upstream request built from a copy of the client's, as Pingora does — for one
+/// route in audit mode (client certificate, verified) and the same route rolled back to off
+/// (no certificate asked). The difference is what audit adds to a request.
+fn audit_vs_off(c: &mut Criterion) {
+    let mut group = c.benchmark_group("audit_vs_off");
+    let n = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (_root, client_pem) = write_config(dir.path(), n);
+    let (recorder, _aggregator) = Recorder::new();
+    let pools = PoolRegistry::default();
+    let audit = snapshot_of(dir.path(), &recorder, &pools);
+    // the last audit route whose allow list admits the client
+    let target = (0..n).rev().find(|i| i % 4 == 1 && i % 7 == 3).unwrap();
+    let mut overrides = Overrides::new();
+    overrides.insert(
+        format!("route-{target}"),
+        Override {
+            mode: Mode::Off,
+            kind: OverrideKind::SetMode,
+            yaml_mode_when_set: Mode::Audit,
+            since: 0,
+            reason: None,
+        },
+    );
+    let off = audit.with_overrides(Arc::new(overrides));
+    let host = format!("svc{}.bench", target / 10);
+    let with_cert = ConnectionTls::new(
+        Some(host.clone().into()),
+        true,
+        Some(PeerCertificate::from_pem(client_pem.as_bytes()).unwrap()),
+    );
+    let without_cert = ConnectionTls::new(Some(host.clone().into()), false, None);
+    let path = format!("/api/v1/team-{target}/items/42");
+    let mut req = pingora_http::RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+    req.insert_header("host", host.as_str()).unwrap();
+    req.insert_header("user-agent", "loadgen").unwrap();
+    req.insert_header("accept", "*/*").unwrap();
+    let source = Some("10.0.0.1".parse().unwrap());
+    for (label, snapshot, conn, verdict) in [
+        ("off", &off, &without_cert, Verdict::NotEvaluated),
+        ("audit", &audit, &with_cert, Verdict::Pass),
+    ] {
+        let per_request = || {
+            let decided = decide_request(snapshot, Some(conn), black_box(&req), source, 1).unwrap();
+            let xfcc = decided.forwarded_certificate(Some(conn));
+            let mut upstream = req.clone();
+            prepare_upstream_request(
+                &mut upstream,
+                xfcc,
+                Some(decided.decision.verdict),
+                decided.rewritten_path,
+            )
+            .unwrap();
+            (decided.decision.verdict, upstream)
+        };
+        let (got, upstream) = per_request();
+        let route = snapshot.config.table.lookup(&host, &path).unwrap();
+        assert_eq!((got, snapshot.effective_mode(route).as_str()), (verdict, label));
+        assert_eq!(
+            upstream.headers.contains_key("x-forwarded-client-cert"),
+            label == "audit"
+        );
+        group.bench_function(label, |b| b.iter(per_request));
+    }
+    group.finish();
+}
+
 fn recording_under_contention(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -167,6 +236,7 @@ fn recording_under_contention(c: &mut Criterion) {
 criterion_group!(
     benches,
     decision,
+    audit_vs_off,
     rollback,
     compile_and_swap,
     recording_under_contention

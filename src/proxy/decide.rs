@@ -32,6 +32,18 @@ pub struct RequestDecision {
     pub shadow: Option<ShadowOutcome>,
 }
 
+impl RequestDecision {
+    /// The client certificate to forward to the backend: only a chain that verified against
+    /// the route's bundle names the client, and only a request that goes through sends it.
+    pub fn forwarded_certificate(&self, conn: Option<&ConnectionTls>) -> Option<http::HeaderValue> {
+        if self.identity_verified && self.decision.verdict.lets_request_through() {
+            conn?.peer.as_ref()?.xfcc.clone()
+        } else {
+            None
+        }
+    }
+}
+
 /// A disagreement between a route's shadow policy and its live decision.
 #[derive(Debug)]
 pub struct ShadowOutcome {

@@ -1,7 +1,10 @@
 //! Identity headers: what the backend may believe about the client comes only from the
 //! gateway, never from the client.
 
+use pingora::{OrErr, Result};
 use pingora_http::RequestHeader;
+
+use crate::policy::Verdict;
 
 /// Header names (after lowercasing and `_` → `-`) that carry client identity or the
 /// gateway's verdict. Client-supplied copies are removed in every spelling, because some
@@ -38,6 +41,33 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
     }
 }
 
+/// The request the backend receives: client-supplied identity headers removed, then the
+/// gateway's own added — the client certificate (`xfcc`, only for a chain verified against
+/// the route's bundle) and the verdict — and the normalized path in place of the client's.
+pub fn prepare_upstream_request(
+    req: &mut RequestHeader,
+    xfcc: Option<http::HeaderValue>,
+    verdict: Option<Verdict>,
+    rewritten_path: Option<String>,
+) -> Result<()> {
+    strip_identity_headers(req);
+    if let Some(xfcc) = xfcc {
+        req.insert_header(XFCC, xfcc)?;
+    }
+    let verdict = verdict.map_or("unauthenticated", Verdict::header_value);
+    // static name and value: no allocation per request
+    req.insert_header(VERDICT, http::HeaderValue::from_static(verdict))?;
+    if let Some(path) = rewritten_path {
+        let uri = match req.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let uri = http::Uri::try_from(uri).or_err(pingora::ErrorType::InternalError, "normalized path is not a URI")?;
+        req.set_uri(uri);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +88,27 @@ mod tests {
         for name in ["x-request-id", "forwarded", "x-forwarded-for", "content-type"] {
             assert!(!is_identity_header(name), "{name}");
         }
+    }
+
+    #[test]
+    fn the_backend_hears_identity_only_from_the_gateway() {
+        let mut req = RequestHeader::build("GET", b"/a/../b?x=1", None).unwrap();
+        req.append_header("x-forwarded-client-cert", "Hash=spoofed").unwrap();
+        req.append_header("x-mtls-verdict", "pass").unwrap();
+        let xfcc = http::HeaderValue::from_static("Hash=abc;URI=spiffe://t/ns/a/sa/b");
+        prepare_upstream_request(&mut req, Some(xfcc.clone()), Some(Verdict::Pass), Some("/b".into())).unwrap();
+        assert_eq!(req.headers.get_all(XFCC).iter().collect::<Vec<_>>(), [&xfcc]);
+        assert_eq!(req.headers.get(VERDICT).unwrap(), Verdict::Pass.header_value());
+        assert_eq!(req.uri.to_string(), "/b?x=1");
+
+        let mut anonymous = RequestHeader::build("GET", b"/", None).unwrap();
+        anonymous
+            .append_header("x-forwarded-client-cert", "Hash=spoofed")
+            .unwrap();
+        prepare_upstream_request(&mut anonymous, None, None, None).unwrap();
+        assert!(anonymous.headers.get(XFCC).is_none());
+        assert_eq!(anonymous.headers.get(VERDICT).unwrap(), "unauthenticated");
+        assert_eq!(anonymous.uri.to_string(), "/");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::policy::{Mode, RouteId, SharedSnapshot, Snapshot, Verdict};
 use crate::tls::ConnectionTls;
 use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
-pub use headers::strip_identity_headers;
+pub use headers::{prepare_upstream_request, strip_identity_headers};
 use respond::respond;
 pub use respond::Refusal;
 
@@ -112,15 +112,12 @@ impl ProxyHttp for MtlsProxy {
                 return Ok(true);
             }
         };
+        ctx.xfcc = decided.forwarded_certificate(conn);
         let route = &snapshot.config.routes[decided.route];
         let (decision, detail) = (decided.decision, decided.detail);
         let verdict = decision.verdict;
 
         let peer = conn.and_then(|c| c.peer.clone());
-        if decided.identity_verified && verdict.lets_request_through() {
-            // Only a chain that verified against the route's bundle names the client.
-            ctx.xfcc = peer.as_ref().and_then(|p| p.xfcc.clone());
-        }
         if !verdict.is_clean_pass() {
             self.recorder.record(RejectionEvent {
                 route: route.name.clone(),
@@ -249,22 +246,12 @@ impl ProxyHttp for MtlsProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        strip_identity_headers(upstream_request);
-        if let Some(xfcc) = ctx.xfcc.take() {
-            upstream_request.insert_header(headers::XFCC, xfcc)?;
-        }
-        let verdict = ctx.verdict.map_or("unauthenticated", Verdict::header_value);
-        // static name and value: no allocation per request
-        upstream_request.insert_header(headers::VERDICT, http::HeaderValue::from_static(verdict))?;
-        if let Some(path) = ctx.rewritten_path.take() {
-            let uri = match upstream_request.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            let uri = http::Uri::try_from(uri).or_err(InternalError, "normalized path is not a URI")?;
-            upstream_request.set_uri(uri);
-        }
-        Ok(())
+        prepare_upstream_request(
+            upstream_request,
+            ctx.xfcc.take(),
+            ctx.verdict,
+            ctx.rewritten_path.take(),
+        )
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
