@@ -10,7 +10,10 @@
 #   ROUND_WARMUP=1 (s before every measured run, after the target was resumed)
 #   IDLE_CONNECTIONS=1000 idle mTLS connections per proxy for the memory measurement
 #   IDLE_OPEN_CONCURRENCY=16 of them being opened at a time (0: all at once)
-#   SCENARIOS="idle keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
+#   SCENARIOS="idle instructions keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
+#   instructions: user-space instructions per keep-alive request of each pg-* target under
+#                callgrind (valgrind), INSTR_CONCURRENCY=16 connections, INSTR_SHORT=6 and
+#                INSTR_LONG=18 s runs whose difference cancels the handshakes
 #   PROXY_CPU=0 CLIENT_CPU=1        cores for the proxy under test / load generator + backend
 #   PARK=1       SIGSTOP the proxies not under test (their timers cannot steal the proxy core)
 #   QUIET_WAIT=20 before each run, wait up to this many seconds for the proxy core to be idle
@@ -34,10 +37,13 @@ CONCURRENCY=${CONCURRENCY:-64}
 HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-16}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
 IDLE_OPEN_CONCURRENCY=${IDLE_OPEN_CONCURRENCY:-16}
-SCENARIOS=${SCENARIOS:-"idle keepalive handshake"}
-# idle is measured once, on fresh processes (memory freed by earlier load would be reused);
-# the other scenarios run in rounds.
-LOAD_SCENARIOS=$(echo " $SCENARIOS " | sed 's/ idle / /g' | xargs)
+SCENARIOS=${SCENARIOS:-"idle instructions keepalive handshake"}
+INSTR_CONCURRENCY=${INSTR_CONCURRENCY:-16}
+INSTR_SHORT=${INSTR_SHORT:-6}
+INSTR_LONG=${INSTR_LONG:-18}
+# idle and instructions are measured once, idle on fresh processes (memory freed by earlier
+# load would be reused); the other scenarios run in rounds.
+LOAD_SCENARIOS=$(echo " $SCENARIOS " | sed -e 's/ idle / /g' -e 's/ instructions / /g' | xargs)
 TARGETS=${TARGETS:-"backend nginx haproxy pg-off pg-audit pg-enforce"}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -75,6 +81,9 @@ command -v nginx >/dev/null || need_install+=(nginx)
 command -v haproxy >/dev/null || need_install+=(haproxy)
 command -v openssl >/dev/null || need_install+=(openssl)
 command -v taskset >/dev/null || need_install+=(util-linux)
+if [[ " $SCENARIOS " == *" instructions "* ]]; then
+    command -v callgrind_control >/dev/null || need_install+=(valgrind)
+fi
 if ((${#need_install[@]})); then
     [[ $SKIP_INSTALL == 1 ]] && die "missing: ${need_install[*]} (SKIP_INSTALL=1)"
     [[ $(id -u) == 0 ]] || die "missing: ${need_install[*]}; run as root or install them"
@@ -489,6 +498,53 @@ if [[ " $SCENARIOS " == *" idle "* ]]; then
     IDLE_SUMMARY+=$'\n'"RSS: VmRSS of all the proxy's processes; nginx's row is its ratio base only if nginx ran first (TARGETS order)."
 fi
 
+# Instructions per keep-alive request. CPU time on a shared VM moves by ±15–20 % between runs
+# of one binary; the instructions it executes do not, which makes differences of a few
+# per cent (audit against off) measurable. Each pg-* target runs once more under callgrind
+# (ports +100); the count over a short and a long run, differenced, leaves the requests'
+# cost without the connections' handshakes. User space only: the kernel's share (the same
+# system calls for every mode) is not counted.
+INSTR_SUMMARY=""
+if [[ " $SCENARIOS " == *" instructions "* ]]; then
+    log "instructions: each phasegate target under callgrind, keep-alive, $INSTR_CONCURRENCY connections ..."
+    INSTR_SUMMARY=$(printf '\n== instructions: user-space instructions per keep-alive request under callgrind (%d connections; %s s and %s s runs differenced) ==\n%-12s %12s %10s %9s\n' \
+        "$INSTR_CONCURRENCY" "$INSTR_SHORT" "$INSTR_LONG" target "instr/req" requests "vs off")
+    off_ir=""
+    for t in $TARGETS; do
+        [[ $t == pg-* ]] || continue
+        activate backend
+        mode=${t#pg-} dir=$WORK/callgrind-$mode port=$((PORT_OF[$t] + 100))
+        mkdir -p "$dir/config" "$dir/state"
+        sed "s/127.0.0.1:${PORT_OF[$t]}/127.0.0.1:$port/" "$WORK/$t/config/bench.yaml" >"$dir/config/bench.yaml"
+        taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out.%p" \
+            "$PHASEGATE" run --config "$dir/config" --admin "127.0.0.1:$((PG_ADMIN_PORT + 100))" --state-dir "$dir/state" \
+            --threads "$PG_THREADS" --instance-id "callgrind-$mode" --grace-period 1 >"$dir/phasegate.log" 2>&1 &
+        pid=$!
+        wait_port "$port" "$pid" "phasegate ($mode) under callgrind"
+        instr_run() { # seconds -> "requests instructions"
+            callgrind_control -i on "$pid" >/dev/null && callgrind_control -z "$pid" >/dev/null
+            local out
+            out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --host "$HOST" --ca "$PKI/ca.pem" \
+                "${with_cert[@]}" --scenario keepalive --concurrency "$INSTR_CONCURRENCY" --duration "$1" --label "$t")
+            callgrind_control -d "$pid" >/dev/null && callgrind_control -i off "$pid" >/dev/null
+            local dump
+            dump=$(ls -t "$dir"/callgrind.out."$pid".* | head -1)
+            echo "$(jnum requests "$out") $(sed -n 's/^summary: *//p' "$dump")"
+        }
+        instr_run 3 >/dev/null # warm-up: first-use caches, pools
+        read -r n1 i1 <<<"$(instr_run "$INSTR_SHORT")"
+        read -r n2 i2 <<<"$(instr_run "$INSTR_LONG")"
+        kill "$pid" && wait "$pid" 2>/dev/null || true
+        ((n2 > n1)) || die "instructions: the long run completed no more requests than the short one ($t)"
+        per=$(((i2 - i1) / (n2 - n1)))
+        [[ $t == pg-off ]] && off_ir=$per
+        ratio=$(awk -v p="$per" -v o="${off_ir:-0}" 'BEGIN { if (o > 0) printf "%+.1f%%", 100 * (p / o - 1); else print "-" }')
+        log "  instructions $t: $per per request ($((n2 - n1)) requests)"
+        INSTR_SUMMARY+=$(printf '\n%-12s %12d %10d %9s' "$t" "$per" "$((n2 - n1))" "$ratio")
+    done
+    INSTR_SUMMARY+=$'\n'"vs off: against pg-off's row, only if pg-off ran first (TARGETS order)."
+fi
+
 if ((WARMUP > 0)); then
     log "warm-up (${WARMUP}s per target and scenario) ..."
     for s in $LOAD_SCENARIOS; do
@@ -505,6 +561,7 @@ printf 'scenario\ttarget\tround\trequests\terrors\tunexpected\trps\tp50_us\tp99_
 : >"$JSONL"
 read -r -a target_list <<<"$TARGETS"
 n=${#target_list[@]}
+[[ -n $LOAD_SCENARIOS ]] || ROUNDS=0
 for r in $(seq 1 "$ROUNDS"); do
     log "round $r/$ROUNDS"
     for s in $LOAD_SCENARIOS; do
@@ -559,6 +616,14 @@ summarize() {
                 printf "%-12s %9.0f %8.0f %8.0f %7d %11.1f %15s %9s %8s %8.0f %8.0f %9s\n", label, median(a1, n), median(a2, n), median(a3, n), err[k], c, sprintf("(%.1f-%.1f)", minv(a4, n), maxv(a4, n)), ratio, (t == "backend") ? "-" : sprintf("%.0f", median(a5, n)), median(a6, n), median(a7, n), (t == "backend") ? "-" : sprintf("%.1f", median(a8, n))
                 if (maxv(a6, n) > maxother) maxother = maxv(a6, n)
             }
+            # audit against off round by round: the two ran minutes apart at most, so a
+            # ratio per round cancels most of the drift of the machine that medians keep
+            ko = s SUBSEP "pg-off"; ka = s SUBSEP "pg-audit"
+            np = (cnt[ko] < cnt[ka]) ? cnt[ko] : cnt[ka]
+            if (np > 0) {
+                for (i = 1; i <= np; i++) pr[i] = (cpu[ko, i] > 0) ? 100 * (cpu[ka, i] / cpu[ko, i] - 1) : 0
+                printf "pg-audit vs pg-off, paired by round: %+.1f%% CPU/req (median of %d rounds; %+.1f%% to %+.1f%%)\n", median(pr, np), np, minv(pr, np), maxv(pr, np)
+            }
         }
         print ""
         print "req/s, p50, p99, CPU: medians over rounds; errors: sum (failed requests + unexpected statuses)."
@@ -571,6 +636,8 @@ summarize() {
 }
 {
     [[ -n $IDLE_SUMMARY ]] && echo "$IDLE_SUMMARY"
+    [[ -n $INSTR_SUMMARY ]] && echo "$INSTR_SUMMARY"
+    [[ -n $LOAD_SCENARIOS ]] || exit 0
     summarize
     echo "noise: $RETRIED_RUNS run(s) redone because more than $MAX_OTHER% of the proxy core went elsewhere; $NOISY_RUNS run(s) kept noisy after $RETRIES retries."
 } | tee -a "$WORK/summary.txt"
