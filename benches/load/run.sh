@@ -153,7 +153,8 @@ trap 'log "run.sh: command failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
 for port in $BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $PG_OFF_PORT $PG_AUDIT_PORT $PG_ENFORCE_PORT \
-    $PG_ADMIN_PORT $((PG_ADMIN_PORT + 1)) $((PG_ADMIN_PORT + 2)); do
+    $PG_ADMIN_PORT $((PG_ADMIN_PORT + 1)) $((PG_ADMIN_PORT + 2)) \
+    $((PG_OFF_PORT + 100)) $((PG_AUDIT_PORT + 100)) $((PG_ENFORCE_PORT + 100)) $((PG_ADMIN_PORT + 100)); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "127.0.0.1:$port is already in use (a system nginx/haproxy? stop it, or change the *_PORT variables)"
     fi
@@ -520,6 +521,7 @@ if [[ " $SCENARIOS " == *" instructions "* ]]; then
             "$PHASEGATE" run --config "$dir/config" --admin "127.0.0.1:$((PG_ADMIN_PORT + 100))" --state-dir "$dir/state" \
             --threads "$PG_THREADS" --instance-id "callgrind-$mode" --grace-period 1 >"$dir/phasegate.log" 2>&1 &
         pid=$!
+        STARTED_PIDS+=("$pid") # stopped on exit if anything below fails
         wait_port "$port" "$pid" "phasegate ($mode) under callgrind"
         instr_run() { # seconds -> "requests instructions"
             callgrind_control -i on "$pid" >/dev/null && callgrind_control -z "$pid" >/dev/null
