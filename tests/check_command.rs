@@ -75,11 +75,16 @@ fn check_reports_every_invalid_fixture_exactly_as_its_golden_file_says() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
-#[test]
-fn check_accepts_the_example_policies() {
+/// `phasegate check` on the example policies, laid out as the demo writes them.
+fn check_the_example_policies() -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let layout = phasegate::demo::prepare(dir.path()).unwrap();
-    let out = phasegate().arg("check").arg(&layout.policies).output().unwrap();
+    phasegate().arg("check").arg(&layout.policies).output().unwrap()
+}
+
+#[test]
+fn check_accepts_the_example_policies() {
+    let out = check_the_example_policies();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
@@ -98,9 +103,7 @@ fn check_accepts_the_example_policies() {
 /// late (something in startup touching OpenSSL first), the binary says so on stderr.
 #[test]
 fn the_binary_moves_openssl_onto_mimalloc_before_openssl_allocates() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = phasegate::demo::prepare(dir.path()).unwrap();
-    let out = phasegate().arg("check").arg(&layout.policies).output().unwrap();
+    let out = check_the_example_policies();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("OpenSSL had already allocated"), "{stderr}");

@@ -505,6 +505,18 @@ fi
 # (ports +100); the count over a short and a long run, differenced, leaves the requests'
 # cost without the connections' handshakes. User space only: the kernel's share (the same
 # system calls for every mode) is not counted.
+
+# instr_run SECONDS -> "requests instructions": one keep-alive run against the callgrind
+# instance ($pid on $port, its dumps in $dir, labelled $t), instrumented only meanwhile
+instr_run() {
+    callgrind_control -i on "$pid" >/dev/null && callgrind_control -z "$pid" >/dev/null
+    local out dump
+    out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --host "$HOST" --ca "$PKI/ca.pem" \
+        "${with_cert[@]}" --scenario keepalive --concurrency "$INSTR_CONCURRENCY" --duration "$1" --label "$t")
+    callgrind_control -d "$pid" >/dev/null && callgrind_control -i off "$pid" >/dev/null
+    dump=$(ls -t "$dir"/callgrind.out."$pid".* | head -1)
+    echo "$(jnum requests "$out") $(sed -n 's/^summary: *//p' "$dump")"
+}
 INSTR_SUMMARY=""
 if [[ " $SCENARIOS " == *" instructions "* ]]; then
     log "instructions: each phasegate target under callgrind, keep-alive, $INSTR_CONCURRENCY connections ..."
@@ -523,16 +535,6 @@ if [[ " $SCENARIOS " == *" instructions "* ]]; then
         pid=$!
         STARTED_PIDS+=("$pid") # stopped on exit if anything below fails
         wait_port "$port" "$pid" "phasegate ($mode) under callgrind"
-        instr_run() { # seconds -> "requests instructions"
-            callgrind_control -i on "$pid" >/dev/null && callgrind_control -z "$pid" >/dev/null
-            local out
-            out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --host "$HOST" --ca "$PKI/ca.pem" \
-                "${with_cert[@]}" --scenario keepalive --concurrency "$INSTR_CONCURRENCY" --duration "$1" --label "$t")
-            callgrind_control -d "$pid" >/dev/null && callgrind_control -i off "$pid" >/dev/null
-            local dump
-            dump=$(ls -t "$dir"/callgrind.out."$pid".* | head -1)
-            echo "$(jnum requests "$out") $(sed -n 's/^summary: *//p' "$dump")"
-        }
         instr_run 3 >/dev/null # warm-up: first-use caches, pools
         read -r n1 i1 <<<"$(instr_run "$INSTR_SHORT")"
         read -r n2 i2 <<<"$(instr_run "$INSTR_LONG")"

@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 
-use openssl::hash::MessageDigest;
 use openssl::x509::X509Ref;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -13,18 +12,25 @@ use crate::policy::{ExtendedKeyUsage, Identity, KeyUsage};
 /// OpenSSL accepted but the strict parser does not, duplicate extensions, a SAN that is
 /// not valid text) is an error: such a certificate is `malformed`.
 pub fn parse_identity(cert: &X509Ref) -> Result<Identity, String> {
-    let der = cert.to_der().map_err(|e| format!("cannot encode certificate: {e}"))?;
+    let der = encode(cert)?;
+    identity_of_der(&der, &openssl::sha::sha256(&der))
+}
+
+/// A certificate's DER encoding, or why it has none (then it is `malformed`).
+pub(super) fn encode(cert: &X509Ref) -> Result<Vec<u8>, String> {
+    cert.to_der().map_err(|e| format!("cannot encode certificate: {e}"))
+}
+
+/// [`parse_identity`] for a certificate whose encoding and SHA-256 the caller already has.
+pub(super) fn identity_of_der(der: &[u8], sha256: &[u8; 32]) -> Result<Identity, String> {
     let (_, parsed) =
-        X509Certificate::from_der(&der).map_err(|e| format!("certificate does not parse as X.509: {e}"))?;
-    let sha256 = cert
-        .digest(MessageDigest::sha256())
-        .map_err(|e| format!("cannot hash certificate: {e}"))?;
+        X509Certificate::from_der(der).map_err(|e| format!("certificate does not parse as X.509: {e}"))?;
 
     let mut id = Identity {
         subject: parsed.subject().to_string(),
         issuer: parsed.issuer().to_string(),
         serial: hex(parsed.raw_serial()),
-        sha256: hex(&sha256),
+        sha256: hex(sha256),
         not_before: parsed.validity().not_before.timestamp(),
         not_after: parsed.validity().not_after.timestamp(),
         is_ca: parsed.is_ca(),

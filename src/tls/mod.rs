@@ -14,7 +14,7 @@ pub use accept::{ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES
 pub use connection::{ConnectionTls, Evidence};
 pub use ffi::openssl_allocates_with_mimalloc;
 pub use identity::{hex, parse_identity};
-pub use peer::{LeafCache, PeerCertificate};
+pub use peer::PeerCertificate;
 pub use verify::{evidence_of, unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors};
 pub use xfcc::xfcc_value;
 

@@ -1,9 +1,8 @@
 use foreign_types::ForeignTypeRef;
-use openssl::hash::MessageDigest;
 use openssl::ssl::SslRef;
-use openssl::x509::{X509Ref, X509};
+use openssl::x509::X509;
 
-use super::identity::parse_identity;
+use super::identity::{encode, identity_of_der};
 use super::memo::{Fingerprint, FingerprintMemo};
 use super::xfcc::xfcc_value;
 use crate::policy::Identity;
@@ -24,14 +23,7 @@ pub struct PeerCertificate {
 
 impl PeerCertificate {
     pub fn new(leaf: X509, chain: Vec<X509>) -> Self {
-        let ParsedLeaf { identity, xfcc } = ParsedLeaf::of(&leaf);
-        PeerCertificate {
-            leaf_sha256: sha256(&leaf),
-            leaf,
-            chain,
-            identity,
-            xfcc,
-        }
+        Self::parsed(leaf, chain, None)
     }
 
     /// What the client sent in this handshake. On the server side OpenSSL's peer chain
@@ -50,15 +42,7 @@ impl PeerCertificate {
                     .collect()
             })
             .unwrap_or_default();
-        let leaf_sha256 = sha256(&leaf);
-        let ParsedLeaf { identity, xfcc } = leaves.parse(&leaf, leaf_sha256);
-        Some(PeerCertificate {
-            leaf,
-            chain,
-            identity,
-            xfcc,
-            leaf_sha256,
-        })
+        Some(Self::parsed(leaf, chain, Some(leaves)))
     }
 
     /// A PEM file holding the leaf followed by its intermediates (`phasegate verify`).
@@ -71,6 +55,36 @@ impl PeerCertificate {
             .ok_or_else(|| "no certificate found (expected a PEM CERTIFICATE block)".to_string())?;
         Ok(PeerCertificate::new(leaf, certs.collect()))
     }
+
+    /// The leaf is encoded and hashed once: the hash keys both caches and is the identity's
+    /// fingerprint; the encoding is what the identity is parsed from.
+    fn parsed(leaf: X509, chain: Vec<X509>, leaves: Option<&LeafCache>) -> Self {
+        let (ParsedLeaf { identity, xfcc }, leaf_sha256) = match encode(&leaf) {
+            Ok(der) => {
+                let key = openssl::sha::sha256(&der);
+                let parse = || ParsedLeaf::of(&der, &key);
+                let parsed = match leaves {
+                    Some(cache) => cache.parse(key, parse),
+                    None => parse(),
+                };
+                (parsed, Some(key))
+            }
+            Err(why) => (
+                ParsedLeaf {
+                    identity: Err(why),
+                    xfcc: None,
+                },
+                None,
+            ),
+        };
+        PeerCertificate {
+            leaf,
+            chain,
+            identity,
+            xfcc,
+            leaf_sha256,
+        }
+    }
 }
 
 /// A leaf certificate's identity and XFCC value.
@@ -81,16 +95,11 @@ struct ParsedLeaf {
 }
 
 impl ParsedLeaf {
-    fn of(leaf: &X509Ref) -> Self {
-        let identity = parse_identity(leaf);
+    fn of(der: &[u8], sha256: &Fingerprint) -> Self {
+        let identity = identity_of_der(der, sha256);
         let xfcc = identity.as_ref().ok().and_then(xfcc_value);
         ParsedLeaf { identity, xfcc }
     }
-}
-
-fn sha256(cert: &X509Ref) -> Option<Fingerprint> {
-    let digest = cert.digest(MessageDigest::sha256()).ok()?;
-    <Fingerprint>::try_from(&digest[..]).ok()
 }
 
 /// Leaf certificates already parsed, by the SHA-256 of their DER encoding: clients
@@ -113,14 +122,11 @@ impl Default for LeafCache {
 }
 
 impl LeafCache {
-    fn parse(&self, leaf: &X509Ref, key: Option<Fingerprint>) -> ParsedLeaf {
-        let Some(key) = key else {
-            return ParsedLeaf::of(leaf);
-        };
+    fn parse(&self, key: Fingerprint, parse: impl FnOnce() -> ParsedLeaf) -> ParsedLeaf {
         if let Some(hit) = self.parsed.get(&key) {
             return hit;
         }
-        let parsed = ParsedLeaf::of(leaf);
+        let parsed = parse();
         self.parsed.remember(key, parsed.clone());
         parsed
     }
@@ -130,6 +136,7 @@ impl LeafCache {
 mod tests {
     use super::*;
     use crate::devpki::{CertificateAuthority, LeafSpec};
+    use crate::tls::parse_identity;
 
     fn leaf(ca: &CertificateAuthority, uri: &str) -> X509 {
         let issued = ca.issue(&LeafSpec::client(uri)).expect("issue");
@@ -141,15 +148,25 @@ mod tests {
         let ca = CertificateAuthority::root("cache test root").expect("root");
         let (a, b) = (leaf(&ca, "spiffe://t/a"), leaf(&ca, "spiffe://t/b"));
         let cache = LeafCache::default();
+        let parse_with =
+            |cache: Option<&LeafCache>, cert: &X509| PeerCertificate::parsed(cert.clone(), Vec::new(), cache);
         for cert in [&a, &b, &a, &b, &a] {
-            let cached = cache.parse(cert, sha256(cert));
-            let fresh = ParsedLeaf::of(cert);
+            let cached = parse_with(Some(&cache), cert);
+            let fresh = parse_with(None, cert);
             assert_eq!(cached.identity, fresh.identity);
             assert_eq!(cached.xfcc, fresh.xfcc);
+            assert_eq!(cached.identity, parse_identity(cert));
+            // the fingerprint is OpenSSL's SHA-256 of the certificate, as before
+            let digest = cert.digest(openssl::hash::MessageDigest::sha256()).expect("digest");
+            assert_eq!(cached.leaf_sha256.as_ref().map(|d| &d[..]), Some(&digest[..]));
+            assert_eq!(
+                cached.identity.as_ref().expect("parses").sha256,
+                crate::tls::hex(&digest)
+            );
         }
         assert_eq!(cache.parsed.len(), 2);
         assert_eq!(
-            cache.parse(&b, sha256(&b)).identity.expect("parses").uris,
+            parse_with(Some(&cache), &b).identity.expect("parses").uris,
             ["spiffe://t/b"]
         );
     }
