@@ -1306,6 +1306,14 @@
             h("caption", { text: "The gateway's own certificates and trust anchors, soonest expiry first" }),
             h("thead", null, h("tr", null,
               ["Kind", "Owner", "Certificate", "Not after", "Days left", "Source"].map((t) => h("th", { scope: "col", text: t })))),
+            h("tbody")))),
+      h("section", { "aria-labelledby": "bundles-h" },
+        h("h2", { id: "bundles-h", text: "Trust bundles" }),
+        h("div", { class: "table-wrap" },
+          h("table", { id: "trust-bundles", class: "data stack" },
+            h("caption", { text: "How each trust bundle verifies client chains: the strict X.509 profile, and the checks a bundle relaxes for a legacy PKI" }),
+            h("thead", null, h("tr", null,
+              ["Bundle", "Profile", "Anchors", "Intermediates", "Max intermediates", "Revocation"].map((t) => h("th", { scope: "col", text: t })))),
             h("tbody")))));
     view.section = section;
     return section;
@@ -1358,6 +1366,19 @@
         labelled("Days left", "days-left", daysLeftText(c)),
         labelled("Source", "source", c.source ? h("code", { class: "path", text: c.source }) : "—"));
     }) : h("tr", { class: "empty" }, h("td", { colspan: 6, text: "No gateway certificates" })));
+    const bundles = Array.isArray(d.bundles) ? d.bundles : [];
+    renderIfChanged($("#trust-bundles tbody", s), [bundles], () => bundles.length ? bundles.map((b) => {
+      const relaxed = Array.isArray(b.relaxed) ? b.relaxed : [];
+      return h("tr", { "data-bundle": b.name ?? "", class: relaxed.length ? "is-relaxed" : null },
+        h("th", { scope: "row", "data-field": "bundle", "data-label": "Bundle" }, h("code", { text: b.name ?? "?" })),
+        labelled("Profile", "profile", relaxed.length
+          ? [h("span", { class: "badge expiring", text: "relaxed" }), " strict, except ", relaxed.map((c, i) => [i ? ", " : "", h("code", { text: c })])]
+          : h("span", { class: "badge ok", text: "strict" })),
+        labelled("Anchors", "anchors", String(num(b.anchors))),
+        labelled("Intermediates", "intermediates", String(num(b.intermediates))),
+        labelled("Max intermediates", "max-depth", String(num(b.max_chain_depth))),
+        labelled("Revocation", "revocation", b.checks_revocation ? "CRLs, whole chain" : "not checked"));
+    }) : h("tr", { class: "empty" }, h("td", { colspan: 6, text: "No trust bundles" })));
   }
 
   // ---------------------------------------------------------------- polling

@@ -130,11 +130,15 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
-    /// Validate the policies in DIR without serving; exit 1 on any problem.
+    /// Validate the policies in DIR without serving; exit 1 on any problem. Warnings (what
+    /// compiles but will fail clients, such as a stale CRL) are printed too.
     Check {
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
+        /// Exit 1 on warnings as well.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Verify a certificate offline, through the same code as live traffic.
     /// Exit 0 accept, 1 reject, 2 usage or other error.
@@ -159,17 +163,24 @@ struct VerifyArgs {
     trust_anchors: Option<PathBuf>,
     #[arg(long)]
     intermediates: Option<PathBuf>,
-    /// CRL file (PEM or DER); repeat for each CA of the chain.
+    /// CRL file: one DER CRL, or PEM holding one or more CRLs; repeatable.
     #[arg(long = "crl")]
     crls: Vec<PathBuf>,
     /// Verification time, RFC 3339 (default: now).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_time_check")]
     at: Option<String>,
+    /// Skip validity periods (offline checks of archived chains); CRL times too.
+    #[arg(long)]
+    no_time_check: bool,
+    /// Relax a strict profile check, as a trust bundle's `relax` does; repeatable.
+    #[arg(long = "relax", value_name = "CHECK", value_parser = parse_strict_check)]
+    relax: Vec<phasegate::tls::StrictCheck>,
     /// Allowed SAN (uri:V, dns:V, ip:V, email:V); repeatable; none = any identity.
     #[arg(long = "allow-san")]
     allow_san: Vec<String>,
     #[arg(long, value_enum, default_value = "clientAuth")]
     require_eku: Eku,
+    /// Intermediate CAs allowed between the leaf and the anchor (as OpenSSL's -verify_depth).
     #[arg(long)]
     max_depth: Option<u32>,
     #[arg(long, value_enum, default_value = "text")]
@@ -217,7 +228,11 @@ fn main() -> ExitCode {
             }
             exit_on_error(run(settings))
         }
-        Command::Check { dir, format } => check(&dir, format),
+        Command::Check {
+            dir,
+            format,
+            deny_warnings,
+        } => check(&dir, format, deny_warnings),
         Command::Verify(args) => verify_command(args),
         Command::Demo { dir } => exit_on_error(demo(dir)),
         Command::NotifyList {
@@ -326,6 +341,10 @@ fn notify_list(route: &str, shadow: bool, format: ListFormat, admin: &str) -> Ex
     }
 }
 
+fn parse_strict_check(text: &str) -> Result<phasegate::tls::StrictCheck, String> {
+    phasegate::tls::StrictCheck::parse(text)
+}
+
 fn parse_mode(text: &str) -> Result<phasegate::policy::Mode, String> {
     text.parse().map_err(|e: phasegate::policy::UnknownMode| e.to_string())
 }
@@ -409,24 +428,36 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(dir: &std::path::Path, format: OutputFormat) -> ExitCode {
+fn check(dir: &std::path::Path, format: OutputFormat, deny_warnings: bool) -> ExitCode {
     match phasegate::config::load(dir) {
         Ok(config) => {
+            let warnings = &config.warnings;
             if format == OutputFormat::Json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "routes": config.routes.len(), "listeners": config.listeners.len(), "trust_bundles": config.bundles.len(), "content_hash": config.content_hash})
+                    serde_json::json!({"ok": true, "routes": config.routes.len(), "listeners": config.listeners.len(), "trust_bundles": config.bundles.len(), "content_hash": config.content_hash, "warnings": warnings})
                 );
             } else {
+                for w in warnings {
+                    println!("warning: {w}");
+                }
                 println!(
-                    "ok: {} routes, {} listeners, {} trust bundles (content hash {})",
+                    "ok: {} routes, {} listeners, {} trust bundles (content hash {}){}",
                     config.routes.len(),
                     config.listeners.len(),
                     config.bundles.len(),
-                    &config.content_hash[..12]
+                    &config.content_hash[..12],
+                    match warnings.len() {
+                        0 => String::new(),
+                        n => format!(", {n} warning(s)"),
+                    }
                 );
             }
-            ExitCode::SUCCESS
+            if deny_warnings && !warnings.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(diagnostics) => {
             if format == OutputFormat::Json {
@@ -474,6 +505,8 @@ fn verify_command(args: VerifyArgs) -> ExitCode {
                 Eku::Any => RequiredEku::Any,
             },
             max_depth: args.max_depth,
+            check_time: !args.no_time_check,
+            relax: args.relax.clone(),
         };
         verify::standalone(&opts, &cert)
     })();

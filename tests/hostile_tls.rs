@@ -123,7 +123,7 @@ async fn oversized_client_chains_are_refused_early() {
     let reply = common::client::get_once(gw.addr, &opts, "api.test", "/").await;
     assert_eq!(
         (reply.status, reply.json()["reason"].clone()),
-        (403, "malformed".into())
+        (403, "chain_too_long".into())
     );
     // a chain larger than the byte limit does not even complete the handshake
     let copies = phasegate::tls::MAX_CLIENT_CHAIN_BYTES / pki.intermediate.cert_pem.len() * 2;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use phasegate::config::{compile, SourceFile};
 use phasegate::devpki::{CertificateAuthority, LeafSpec};
-use phasegate::tls::{ChainLimits, PeerCertificate, RequiredEku, TrustAnchors};
+use phasegate::tls::{PeerCertificate, RequiredEku, TrustAnchors, VerifyOptions};
 use proptest::prelude::*;
 
 /// Policy-shaped YAML: real keys and plausible values, nested at random, so the
@@ -142,15 +142,7 @@ fn material() -> &'static Material {
             .issue(&LeafSpec::client("spiffe://t/ns/prod/sa/a"))
             .unwrap();
         let pem = |p: &str| openssl::x509::X509::from_pem(p.as_bytes()).unwrap();
-        let anchors = TrustAnchors::new(
-            vec![pem(&root.cert_pem)],
-            vec![],
-            &[],
-            ChainLimits::default(),
-            false,
-            None,
-        )
-        .unwrap();
+        let anchors = TrustAnchors::new(vec![pem(&root.cert_pem)], vec![], &[], VerifyOptions::default()).unwrap();
         Material {
             anchors,
             leaf_der: pem(&leaf.cert_pem).to_der().unwrap(),

@@ -125,7 +125,7 @@ fn verify_gives_each_reason_for_the_certificate_that_earns_it() {
             format!("{}{}", outside.cert_pem, constrained.cert_pem),
             Some("name_constraints"),
         ),
-        ("chain too long", too_long, Some("malformed")),
+        ("chain too long", too_long, Some("chain_too_long")),
     ];
     for (name, pem, want) in cases {
         let extra: &[&str] = if name == "name constraints" { &[] } else { &allow };

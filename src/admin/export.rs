@@ -175,5 +175,22 @@ pub fn certificates(snapshot: &Snapshot, recorder: &Recorder, now: i64) -> serde
             })
         })
         .collect();
-    serde_json::json!({ "watch_days": WATCH_DAYS, "clients": clients, "gateway": own, "crls": crls })
+    let bundles: Vec<serde_json::Value> = config
+        .bundles
+        .iter()
+        .filter(|b| b.crl_stale == crate::policy::CrlStale::FailClosed)
+        .map(|b| {
+            let relaxed: Vec<&str> = b.anchors.relaxed().checks().map(|c| c.as_str()).collect();
+            serde_json::json!({
+                "name": b.name,
+                "anchors": b.anchors.anchors().len(),
+                "intermediates": b.anchors.intermediates().len(),
+                "checks_revocation": b.anchors.checks_revocation(),
+                "max_chain_depth": b.anchors.max_depth(),
+                "profile": if relaxed.is_empty() { "strict".to_string() } else { format!("strict, relaxing {}", relaxed.join(", ")) },
+                "relaxed": relaxed,
+            })
+        })
+        .collect();
+    serde_json::json!({ "watch_days": WATCH_DAYS, "clients": clients, "gateway": own, "crls": crls, "bundles": bundles })
 }

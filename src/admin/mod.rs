@@ -161,6 +161,8 @@ async fn config_status(State(state): State<SharedAdmin>) -> Json<serde_json::Val
     let status = state.control.status();
     let mut v = serde_json::to_value(&*status).unwrap_or_default();
     v["audit_store"] = serde_json::to_value(state.recorder.store_status()).unwrap_or_default();
+    // what the running config compiled with but will fail clients (stale CRLs…)
+    v["warnings"] = serde_json::to_value(&state.snapshot.load().config.warnings).unwrap_or_default();
     Json(v)
 }
 

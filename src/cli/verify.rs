@@ -8,7 +8,10 @@ use openssl::x509::{X509Crl, X509};
 use serde::Serialize;
 
 use crate::policy::{decide, AllowEntry, AllowList, Mode, MtlsPolicy, Reason, Snapshot, Verdict};
-use crate::tls::{evidence_of, ChainLimits, ConnectionTls, PeerCertificate, RequiredEku, TrustAnchors};
+use crate::tls::{
+    evidence_of, read_crls, ChainLimits, ConnectionTls, PeerCertificate, Relaxed, RequiredEku, StrictCheck,
+    TrustAnchors, VerifyOptions,
+};
 
 /// The JSON printed by `phasegate verify --format json`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -108,6 +111,10 @@ pub struct Standalone {
     pub allow: Vec<AllowEntry>,
     pub require_eku: RequiredEku,
     pub max_depth: Option<u32>,
+    /// `false` skips validity periods (archived chains).
+    pub check_time: bool,
+    /// Strict profile checks to relax, as a trust bundle's `relax` would.
+    pub relax: Vec<StrictCheck>,
 }
 
 pub fn standalone(opts: &Standalone, cert_pem: &[u8]) -> Result<VerifyReport, String> {
@@ -125,21 +132,23 @@ pub fn standalone(opts: &Standalone, cert_pem: &[u8]) -> Result<VerifyReport, St
         Some(p) => certs(p)?,
         None => Vec::new(),
     };
-    let crls = opts
-        .crls
-        .iter()
-        .map(|p| {
-            let bytes = read(p)?;
-            X509Crl::from_pem(&bytes)
-                .or_else(|_| X509Crl::from_der(&bytes))
-                .map_err(|e| format!("{}: not a CRL: {e}", p.display()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut crls: Vec<X509Crl> = Vec::new();
+    for path in &opts.crls {
+        let entries = read_crls(&read(path)?).map_err(|e| format!("{} {e}", path.display()))?;
+        crls.extend(entries.into_iter().map(|e| e.crl));
+    }
     let mut limits = ChainLimits::default();
     if let Some(depth) = opts.max_depth {
         limits.max_depth = depth;
     }
-    let anchors = TrustAnchors::new(anchors, intermediates, &crls, limits, false, opts.at)
+    let options = VerifyOptions {
+        limits,
+        relaxed: Relaxed::of(&opts.relax),
+        at: opts.at,
+        check_time: opts.check_time,
+        ..VerifyOptions::default()
+    };
+    let anchors = TrustAnchors::new(anchors, intermediates, &crls, options)
         .map_err(|e| format!("cannot build trust store: {e}"))?;
     let peer = PeerCertificate::from_pem(cert_pem)?;
     let outcome = anchors.verify(&peer, opts.require_eku);

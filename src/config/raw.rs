@@ -75,9 +75,12 @@ pub struct RawTrustBundle {
     pub intermediates: Option<PathBuf>,
     #[serde(default)]
     pub crl: Vec<PathBuf>,
-    /// Longest accepted path, leaf to anchor, not counting the leaf.
+    /// Intermediates allowed between leaf and anchor (OpenSSL's verify_depth).
     #[serde(default)]
     pub max_chain_depth: Option<u32>,
+    /// Strict profile checks this bundle relaxes (a legacy PKI).
+    #[serde(default)]
+    pub relax: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

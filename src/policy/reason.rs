@@ -27,19 +27,26 @@ pub enum Reason {
     KeyUsage,
     /// A basic constraints violation: a CA used as a leaf, a non-CA issuing, a path too long.
     BasicConstraints,
-    /// A name in the chain violates a CA's name constraints.
+    /// A name in the chain violates a CA's name constraints, or the constraints themselves
+    /// are malformed or sit in an end-entity certificate.
     NameConstraints,
+    /// A key or signature in the chain is below 112 bits of security (RSA < 2048, P-192,
+    /// SHA-1 signatures) or uses DSA.
+    WeakCrypto,
+    /// The path has more intermediates than the bundle's `max_chain_depth`, or the client
+    /// sent more certificates than the gateway accepts.
+    ChainTooLong,
     /// The certificate verifies but none of its SANs is on the route's allow list.
     IdentityNotAllowed,
     /// The only SANs that could match an allow entry are wildcards, which never match.
     WildcardSan,
-    /// The certificate or chain could not be parsed or is structurally unacceptable
-    /// (including a chain deeper or larger than the configured limits).
+    /// The certificate or chain could not be parsed or breaks the strict X.509 profile
+    /// (missing key identifiers, empty subject, a bad dNSName, unknown critical extension…).
     Malformed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NoCert,
         Reason::UntrustedIssuer,
         Reason::Expired,
@@ -51,6 +58,8 @@ impl Reason {
         Reason::KeyUsage,
         Reason::BasicConstraints,
         Reason::NameConstraints,
+        Reason::WeakCrypto,
+        Reason::ChainTooLong,
         Reason::IdentityNotAllowed,
         Reason::WildcardSan,
         Reason::Malformed,
@@ -69,6 +78,8 @@ impl Reason {
             Reason::KeyUsage => "key_usage",
             Reason::BasicConstraints => "basic_constraints",
             Reason::NameConstraints => "name_constraints",
+            Reason::WeakCrypto => "weak_crypto",
+            Reason::ChainTooLong => "chain_too_long",
             Reason::IdentityNotAllowed => "identity_not_allowed",
             Reason::WildcardSan => "wildcard_san",
             Reason::Malformed => "malformed",
@@ -94,6 +105,8 @@ impl Reason {
             Reason::KeyUsage => "would-reject; reason=key_usage",
             Reason::BasicConstraints => "would-reject; reason=basic_constraints",
             Reason::NameConstraints => "would-reject; reason=name_constraints",
+            Reason::WeakCrypto => "would-reject; reason=weak_crypto",
+            Reason::ChainTooLong => "would-reject; reason=chain_too_long",
             Reason::IdentityNotAllowed => "would-reject; reason=identity_not_allowed",
             Reason::WildcardSan => "would-reject; reason=wildcard_san",
             Reason::Malformed => "would-reject; reason=malformed",

@@ -7,13 +7,9 @@ use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslContextBuilder;
 use openssl::x509::store::X509StoreBuilderRef;
-use openssl::x509::X509CrlRef;
+use openssl::x509::{X509CrlRef, X509StoreContextRef};
 
 extern "C" {
-    fn X509_STORE_set_verify_cb(
-        store: *mut openssl_sys::X509_STORE,
-        cb: Option<unsafe extern "C" fn(c_int, *mut openssl_sys::X509_STORE_CTX) -> c_int>,
-    );
     fn X509_STORE_add_crl(store: *mut openssl_sys::X509_STORE, crl: *mut openssl_sys::X509_CRL) -> c_int;
     fn SSL_CTX_set_cert_verify_callback(
         ctx: *mut openssl_sys::SSL_CTX,
@@ -96,22 +92,98 @@ pub fn set_max_client_chain_bytes(ctx: &mut SslContextBuilder, bytes: usize) {
     }
 }
 
-unsafe extern "C" fn tolerate_stale_crl(ok: c_int, ctx: *mut openssl_sys::X509_STORE_CTX) -> c_int {
+/// Decides, for one verification error, whether verification may go on past it.
+pub type ErrorHook<'a> = dyn FnMut(c_int, u32) -> bool + 'a;
+
+/// `CRYPTO_EX_INDEX_X509_STORE_CTX` in OpenSSL 3.
+const CRYPTO_EX_INDEX_X509_STORE_CTX: c_int = 5;
+
+/// The context slot that points at the error hook of the verification in progress.
+fn hook_index() -> Result<c_int, ErrorStack> {
+    static INDEX: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(*index);
+    }
+    // SAFETY: no constructor, duplicator or destructor: the slot holds a borrowed pointer.
+    let index = unsafe {
+        openssl_sys::CRYPTO_get_ex_new_index(
+            CRYPTO_EX_INDEX_X509_STORE_CTX,
+            0,
+            std::ptr::null_mut(),
+            None,
+            None,
+            None,
+        )
+    };
+    if index < 0 {
+        return Err(ErrorStack::get());
+    }
+    Ok(*INDEX.get_or_init(|| index))
+}
+
+unsafe extern "C" fn call_error_hook(ok: c_int, ctx: *mut openssl_sys::X509_STORE_CTX) -> c_int {
     if ok == 1 {
         return 1;
     }
-    // SAFETY: OpenSSL passes a valid context to its verify callback.
-    let error = unsafe { openssl_sys::X509_STORE_CTX_get_error(ctx) };
-    c_int::from(matches!(
-        error,
-        openssl_sys::X509_V_ERR_CRL_HAS_EXPIRED | openssl_sys::X509_V_ERR_CRL_NOT_YET_VALID
-    ))
+    let Ok(index) = hook_index() else { return 0 };
+    // SAFETY: OpenSSL passes the context being verified; the slot was set by
+    // `verify_cert_with_hook` to a hook that outlives the call, or is null.
+    unsafe {
+        let hook = openssl_sys::X509_STORE_CTX_get_ex_data(ctx, index) as *mut &mut ErrorHook<'_>;
+        if hook.is_null() {
+            return 0;
+        }
+        let error = openssl_sys::X509_STORE_CTX_get_error(ctx);
+        let depth = openssl_sys::X509_STORE_CTX_get_error_depth(ctx).max(0) as u32;
+        // a panic must not unwind into OpenSSL; it fails the verification instead
+        let go_on = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (**hook)(error, depth)));
+        c_int::from(go_on.unwrap_or(false))
+    }
 }
 
-/// Makes a store accept CRLs that are past their nextUpdate (or not yet valid): a stale
-/// CRL still revokes what it lists, but does not fail every other client (`crl_stale:
-/// fail-open`). Every other verification error still fails.
-pub fn tolerate_stale_crls(store: &mut X509StoreBuilderRef) {
-    // SAFETY: the store pointer is valid; the callback is a plain function with no state.
-    unsafe { X509_STORE_set_verify_cb(store.as_ptr(), Some(tolerate_stale_crl)) }
+extern "C" {
+    fn X509_STORE_CTX_set_verify_cb(
+        ctx: *mut openssl_sys::X509_STORE_CTX,
+        cb: Option<unsafe extern "C" fn(c_int, *mut openssl_sys::X509_STORE_CTX) -> c_int>,
+    );
+    fn X509_STORE_CTX_set_purpose(ctx: *mut openssl_sys::X509_STORE_CTX, purpose: c_int) -> c_int;
+    fn X509_STORE_CTX_set_ex_data(ctx: *mut openssl_sys::X509_STORE_CTX, idx: c_int, data: *mut c_void) -> c_int;
+}
+
+/// Verifies an initialized context for `purpose` (an `X509_PURPOSE_*` id, checked on every
+/// certificate of the path, CAs included). Each error is put to `hook`: `true` lets
+/// verification go on past it, `false` ends it with that error.
+pub fn verify_cert_with_hook(
+    ctx: &mut X509StoreContextRef,
+    purpose: c_int,
+    hook: &mut ErrorHook<'_>,
+) -> Result<bool, ErrorStack> {
+    let index = hook_index()?;
+    let mut hook: &mut ErrorHook<'_> = hook;
+    let slot = &mut hook as *mut &mut ErrorHook<'_> as *mut c_void;
+    // SAFETY: the context is initialized (inside `X509StoreContextRef::init`); the slot
+    // points at `hook`, which lives until the slot is cleared below, after verification.
+    unsafe {
+        if X509_STORE_CTX_set_purpose(ctx.as_ptr(), purpose) != 1
+            || X509_STORE_CTX_set_ex_data(ctx.as_ptr(), index, slot) != 1
+        {
+            return Err(ErrorStack::get());
+        }
+        X509_STORE_CTX_set_verify_cb(ctx.as_ptr(), Some(call_error_hook));
+    }
+    let verified = ctx.verify_cert();
+    // SAFETY: as above; clearing the slot leaves no pointer to `hook` behind.
+    unsafe {
+        X509_STORE_CTX_set_ex_data(ctx.as_ptr(), index, std::ptr::null_mut());
+    }
+    verified
+}
+
+/// OpenSSL's text for a verify error code.
+pub fn verify_error_string(code: c_int) -> String {
+    // SAFETY: X509_verify_cert_error_string accepts any code (unknown ones get a generic
+    // text); the result is copied out before anything else can run.
+    unsafe { openssl::x509::X509VerifyResult::from_raw(code) }
+        .error_string()
+        .to_string()
 }

@@ -3,19 +3,25 @@
 
 mod accept;
 mod connection;
+mod crl;
 mod ffi;
 mod identity;
 mod memo;
 mod peer;
+mod strict;
 mod verify;
 mod xfcc;
 
 pub use accept::{ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
 pub use connection::{ConnectionTls, Evidence};
-pub use ffi::openssl_allocates_with_mimalloc;
+pub use crl::{read_crls, CrlEntry};
+pub use ffi::{openssl_allocates_with_mimalloc, verify_error_string};
 pub use identity::{hex, parse_identity};
 pub use peer::PeerCertificate;
-pub use verify::{evidence_of, unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors};
+pub use strict::{is_host_name, Relaxed, StrictCheck};
+pub use verify::{
+    evidence_of, unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors, VerifyOptions,
+};
 pub use xfcc::xfcc_value;
 
 use openssl::x509::X509Ref;

@@ -8,13 +8,15 @@ use openssl::error::ErrorStack;
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
-use openssl::x509::{X509Crl, X509StoreContext, X509VerifyResult, X509};
+use openssl::x509::{X509Crl, X509Ref, X509StoreContext, X509};
 
 use super::memo::FingerprintMemo;
 use super::peer::PeerCertificate;
+use super::strict::{self, Relaxed, StrictCheck};
 use crate::policy::{ClientEvidence, Identity, Reason};
 
-/// Which extended key usage the leaf must allow.
+/// Which extended key usage the leaf must allow: the purpose every certificate of the path
+/// is checked for (a CA restricted to server certificates does not vouch for clients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RequiredEku {
     #[default]
@@ -23,12 +25,31 @@ pub enum RequiredEku {
     Any,
 }
 
+impl RequiredEku {
+    fn purpose(self) -> std::os::raw::c_int {
+        match self {
+            RequiredEku::ClientAuth => openssl_sys::X509_PURPOSE_SSL_CLIENT,
+            RequiredEku::ServerAuth => openssl_sys::X509_PURPOSE_SSL_SERVER,
+            RequiredEku::Any => openssl_sys::X509_PURPOSE_ANY,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RequiredEku::ClientAuth => "clientAuth",
+            RequiredEku::ServerAuth => "serverAuth",
+            RequiredEku::Any => "any purpose",
+        }
+    }
+}
+
 /// Limits checked before any signature is verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChainLimits {
     /// Certificates the client may send, leaf included.
     pub max_presented: usize,
-    /// Maximum path length, leaf to anchor, not counting the leaf (as OpenSSL counts).
+    /// Intermediate CAs allowed between the leaf and the trust anchor, counted as OpenSSL's
+    /// `verify_depth` counts them: 0 accepts a leaf issued by the anchor itself.
     pub max_depth: u32,
 }
 
@@ -40,6 +61,36 @@ impl Default for ChainLimits {
         }
     }
 }
+
+/// How a bundle verifies, beyond its certificates and CRLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyOptions {
+    pub limits: ChainLimits,
+    /// Strict checks this bundle relaxes (a legacy PKI); nothing else is relaxable.
+    pub relaxed: Relaxed,
+    /// A CRL past its nextUpdate still revokes what it lists but fails nobody else.
+    pub tolerate_stale_crls: bool,
+    /// Pins the verification time (Unix seconds); `None` verifies at the current time.
+    pub at: Option<i64>,
+    /// `false` skips validity periods (offline checks of archived chains).
+    pub check_time: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            limits: ChainLimits::default(),
+            relaxed: Relaxed::default(),
+            tolerate_stale_crls: false,
+            at: None,
+            check_time: true,
+        }
+    }
+}
+
+/// The security level verification demands of every key and signature of the path:
+/// level 2 is 112 bits (RSA and DSA ≥ 2048 bits, ECC ≥ 224 bits, no SHA-1 signatures).
+const AUTH_SECURITY_LEVEL: i32 = 2;
 
 /// A verified chain; `valid_until` is the earliest notAfter in it, after which the cached
 /// result must not be reused.
@@ -89,13 +140,17 @@ pub fn evidence_of<'a>(outcome: Result<(), &ChainFailure>, peer: &'a PeerCertifi
     }
 }
 
-/// A compiled trust bundle: anchors, optional intermediates for path building, CRLs.
+/// A compiled trust bundle: anchors, optional intermediates for path building, CRLs, and
+/// the strict profile every path is held to.
 pub struct TrustAnchors {
     store: X509Store,
-    limits: ChainLimits,
+    options: VerifyOptions,
     intermediates: Vec<X509>,
     anchors: Vec<X509>,
     has_crls: bool,
+    /// Issuers (DER names) of CRLs without a CRL number: paths they cover fail the
+    /// `crl_number` check.
+    numberless_crl_issuers: Vec<Vec<u8>>,
     /// The earliest nextUpdate of the CRLs: no pass is reused past it.
     crls_valid_until: i64,
     /// Chains that verified, by fingerprint, with the time their pass ends: a client that
@@ -107,14 +162,11 @@ pub struct TrustAnchors {
 const PASSED_CAP: usize = 16 * 1024;
 
 impl TrustAnchors {
-    /// `at` pins the verification time (Unix seconds); `None` verifies at the current time.
     pub fn new(
         anchors: Vec<X509>,
         intermediates: Vec<X509>,
         crls: &[X509Crl],
-        limits: ChainLimits,
-        tolerate_stale_crls: bool,
-        at: Option<i64>,
+        options: VerifyOptions,
     ) -> Result<Self, ErrorStack> {
         let mut builder = X509StoreBuilder::new()?;
         for anchor in &anchors {
@@ -125,31 +177,38 @@ impl TrustAnchors {
         }
         // Every certificate in `ca` is an anchor, even an intermediate: trusting a
         // narrower CA than the root is a legitimate choice.
-        let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
+        let mut flags = X509VerifyFlags::PARTIAL_CHAIN | X509VerifyFlags::X509_STRICT;
         if !crls.is_empty() {
             flags |= X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL;
         }
-        builder.set_flags(flags)?;
-        if tolerate_stale_crls {
-            super::ffi::tolerate_stale_crls(&mut builder);
+        if !options.check_time {
+            flags |= X509VerifyFlags::NO_CHECK_TIME;
         }
-        if let Some(at) = at {
-            let mut param = X509VerifyParam::new()?;
+        let mut param = X509VerifyParam::new()?;
+        param.set_flags(flags)?;
+        param.set_auth_level(AUTH_SECURITY_LEVEL);
+        param.set_depth(options.limits.max_depth as _);
+        if let Some(at) = options.at {
             param.set_time(at as _);
-            param.set_flags(flags)?;
-            builder.set_param(&param)?;
         }
+        builder.set_param(&param)?;
         let crls_valid_until = crls
             .iter()
             .filter_map(|c| c.next_update().and_then(unix_time))
             .min()
             .unwrap_or(i64::MAX);
+        let numberless_crl_issuers = crls
+            .iter()
+            .filter(|c| !crl_has_number(c))
+            .filter_map(|c| c.issuer_name().to_der().ok())
+            .collect();
         Ok(TrustAnchors {
             store: builder.build(),
-            limits,
+            options,
             intermediates,
             anchors,
             has_crls: !crls.is_empty(),
+            numberless_crl_issuers,
             crls_valid_until,
             passed: FingerprintMemo::new(PASSED_CAP),
         })
@@ -165,6 +224,16 @@ impl TrustAnchors {
 
     pub fn checks_revocation(&self) -> bool {
         self.has_crls
+    }
+
+    /// The strict checks this bundle relaxes.
+    pub fn relaxed(&self) -> Relaxed {
+        self.options.relaxed
+    }
+
+    /// Intermediates allowed between a leaf and an anchor.
+    pub fn max_depth(&self) -> u32 {
+        self.options.limits.max_depth
     }
 
     /// Verifies the presented chain, then the leaf's own constraints. The first failure
@@ -184,7 +253,7 @@ impl TrustAnchors {
     }
 
     fn verify_uncached(&self, peer: &PeerCertificate, eku: RequiredEku) -> ChainOutcome {
-        let limits = self.limits;
+        let limits = self.options.limits;
         let identity = match &peer.identity {
             Ok(id) => id,
             Err(detail) => return Err(ChainFailure::new(Reason::Malformed, detail.as_str())),
@@ -192,60 +261,173 @@ impl TrustAnchors {
         let presented = peer.chain.len() + 1;
         if presented > limits.max_presented {
             return Err(ChainFailure::new(
-                Reason::Malformed,
+                Reason::ChainTooLong,
                 format!("client sent {presented} certificates (limit {})", limits.max_presented),
             ));
         }
-        let valid_until = self.verify_path(peer, limits.max_depth)?;
-        check_leaf(identity, eku)?;
-        Ok(ChainOk {
-            valid_until: valid_until.min(self.crls_valid_until),
-        })
+        let verified = self.verify_path(peer, eku)?;
+        match verified.deferred {
+            Some(time) if matches!(time.reason, Reason::Expired | Reason::NotYetValid) => Err(time),
+            deferred => {
+                check_leaf(identity, eku)?;
+                // OpenSSL's purpose check failed on the leaf for a reason check_leaf does
+                // not name (e.g. a Netscape certificate type)
+                deferred.map_or(
+                    Ok(ChainOk {
+                        valid_until: verified.valid_until.min(self.crls_valid_until),
+                    }),
+                    Err,
+                )
+            }
+        }
     }
 
-    fn verify_path(&self, peer: &PeerCertificate, max_depth: u32) -> Result<i64, ChainFailure> {
+    /// OpenSSL's verification (strict, for the purpose, at the bundle's security level),
+    /// then phasegate's own profile checks on the verified path. Failures of the leaf alone
+    /// that say nothing against the chain (its validity period, its purpose) are deferred
+    /// to the end, so that a failure reported as genuine had every signature checked.
+    fn verify_path(&self, peer: &PeerCertificate, eku: RequiredEku) -> Result<VerifiedPath, ChainFailure> {
         let internal = |e: ErrorStack| ChainFailure::new(Reason::Malformed, format!("cannot verify: {e}"));
         let mut untrusted = Stack::new().map_err(internal)?;
         for cert in peer.chain.iter().chain(&self.intermediates) {
             untrusted.push(cert.clone()).map_err(internal)?;
         }
+        let options = self.options;
+        let mut deferred_leaf_error: Option<i32> = None;
+        let mut hook = |error: i32, depth: u32| -> bool {
+            use openssl_sys::*;
+            if options.tolerate_stale_crls && matches!(error, X509_V_ERR_CRL_HAS_EXPIRED | X509_V_ERR_CRL_NOT_YET_VALID)
+            {
+                return true;
+            }
+            if let (_, Some(check)) = strict::classify(error) {
+                if options.relaxed.allows(check) {
+                    return true;
+                }
+            }
+            let leaf_only = matches!(
+                error,
+                X509_V_ERR_CERT_HAS_EXPIRED | X509_V_ERR_CERT_NOT_YET_VALID | X509_V_ERR_INVALID_PURPOSE
+            );
+            if depth == 0 && leaf_only {
+                deferred_leaf_error.get_or_insert(error);
+                return true;
+            }
+            false
+        };
         let mut ctx = X509StoreContext::new().map_err(internal)?;
-        ctx.init(&self.store, &peer.leaf, &untrusted, |ctx| {
-            if ctx.verify_cert()? {
-                let chain = ctx.chain().map(|c| c.iter().collect::<Vec<_>>()).unwrap_or_default();
-                let valid_until = chain
-                    .iter()
-                    .filter_map(|c| unix_time(c.not_after()))
-                    .min()
-                    .unwrap_or(i64::MAX);
-                if chain.len() > max_depth as usize + 1 {
-                    return Ok(Err(ChainFailure::new(
-                        Reason::BasicConstraints,
-                        format!(
-                            "chain of {} certificates is deeper than the limit of {}",
-                            chain.len(),
-                            max_depth + 1
-                        ),
+        let outcome = ctx
+            .init(&self.store, &peer.leaf, &untrusted, |ctx| {
+                if !super::ffi::verify_cert_with_hook(ctx, eku.purpose(), &mut hook)? {
+                    return Ok(Err(failure_at(
+                        ctx.error().as_raw(),
+                        ctx.error_depth(),
+                        ctx.current_cert(),
+                        eku,
                     )));
                 }
-                Ok(Ok(valid_until))
-            } else {
-                let depth = ctx.error_depth();
-                let subject = ctx
-                    .current_cert()
-                    .map(super::describe)
-                    .unwrap_or_else(|| "certificate".to_string());
-                let error = ctx.error();
-                let reason = reason_for(error);
-                let failure = ChainFailure::new(reason, format!("{} (depth {depth}, {subject})", error.error_string()));
-                // OpenSSL checks a certificate's validity period after its chain, trust,
-                // revocation and signature: a leaf that fails only on time is genuine.
-                let time_only = depth == 0 && matches!(reason, Reason::Expired | Reason::NotYetValid);
-                Ok(Err(if time_only { failure.authentic() } else { failure }))
-            }
-        })
-        .map_err(internal)?
+                let chain: Vec<X509> = ctx
+                    .chain()
+                    .map(|c| c.iter().map(|x| x.to_owned()).collect())
+                    .unwrap_or_default();
+                Ok(Ok(chain))
+            })
+            .map_err(internal)?;
+        let chain = outcome?;
+        let max_len = options.limits.max_depth as usize + 2;
+        if chain.len() > max_len {
+            return Err(ChainFailure::new(
+                Reason::ChainTooLong,
+                format!(
+                    "path of {} certificates has {} intermediates (limit {})",
+                    chain.len(),
+                    chain.len().saturating_sub(2),
+                    options.limits.max_depth
+                ),
+            ));
+        }
+        self.check_profile(&chain)?;
+        let valid_until = chain
+            .iter()
+            .filter_map(|c| unix_time(c.not_after()))
+            .min()
+            .unwrap_or(i64::MAX);
+        let leaf = chain.first().map(|c| &**c);
+        let deferred = deferred_leaf_error.map(|error| failure_at(error, 0, leaf, eku).authentic());
+        Ok(VerifiedPath { valid_until, deferred })
     }
+
+    /// phasegate's own checks on a path OpenSSL accepted.
+    fn check_profile(&self, chain: &[X509]) -> Result<(), ChainFailure> {
+        let relaxed = self.options.relaxed;
+        for (depth, cert) in chain.iter().enumerate() {
+            if let Err(v) = strict::check_certificate(cert, depth, relaxed) {
+                return Err(ChainFailure::new(
+                    v.reason,
+                    profile_detail(&v.message, v.check, depth, cert),
+                ));
+            }
+            if !relaxed.allows(StrictCheck::CrlNumber) && !self.numberless_crl_issuers.is_empty() {
+                let issuer = cert.issuer_name().to_der().unwrap_or_default();
+                if self.numberless_crl_issuers.contains(&issuer) {
+                    let message = format!(
+                        "is covered by a CRL of {} without a CRL number (RFC 5280 5.2.3)",
+                        super::describe_name(cert.issuer_name())
+                    );
+                    return Err(ChainFailure::new(
+                        Reason::CrlInvalid,
+                        profile_detail(&message, Some(StrictCheck::CrlNumber), depth, cert),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What OpenSSL accepted, with a failure of the leaf alone kept for last.
+struct VerifiedPath {
+    valid_until: i64,
+    deferred: Option<ChainFailure>,
+}
+
+/// The failure for an OpenSSL verify error on the certificate at `depth`.
+fn failure_at(error: i32, depth: u32, cert: Option<&X509Ref>, eku: RequiredEku) -> ChainFailure {
+    let (reason, check) = strict::classify(error);
+    let subject = cert.map(super::describe).unwrap_or_else(|| "certificate".to_string());
+    let text = super::ffi::verify_error_string(error);
+    let mut detail = format!("{text} (depth {depth}, {subject})");
+    if error == openssl_sys::X509_V_ERR_INVALID_PURPOSE && depth > 0 {
+        detail = format!(
+            "CA at depth {depth} ({subject}) may not vouch for {} certificates: its extended key usage or certificate type excludes that purpose",
+            eku.name()
+        );
+    }
+    if let Some(check) = check {
+        detail.push_str(&format!(
+            "; strict profile check {check}, which a trust bundle can relax (trust_bundles.NAME.relax)"
+        ));
+    }
+    ChainFailure::new(reason, detail)
+}
+
+fn profile_detail(message: &str, check: Option<StrictCheck>, depth: usize, cert: &X509Ref) -> String {
+    let mut detail = format!("certificate at depth {depth} ({}) {message}", super::describe(cert));
+    if let Some(check) = check {
+        detail.push_str(&format!(
+            "; strict profile check {check}, which a trust bundle can relax (trust_bundles.NAME.relax)"
+        ));
+    }
+    detail
+}
+
+/// Whether a CRL carries the cRLNumber extension.
+fn crl_has_number(crl: &X509Crl) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok(der) = crl.to_der() else { return false };
+    x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        .map(|(_, parsed)| parsed.crl_number().is_some())
+        .unwrap_or(false)
 }
 
 /// SHA-256 over the leaf, the presented chain and the usage asked for; `None` if a
@@ -284,18 +466,14 @@ fn check_leaf(id: &Identity, eku: RequiredEku) -> Result<(), ChainFailure> {
                 RequiredEku::Any => true,
             };
         if !ok {
-            let wanted = match eku {
-                RequiredEku::ClientAuth => "clientAuth",
-                _ => "serverAuth",
-            };
             return Err(ChainFailure::new(
                 Reason::EkuMismatch,
-                format!("extended key usage {} lacks {wanted}", describe_eku(usage)),
+                format!("extended key usage {} lacks {}", describe_eku(usage), eku.name()),
             )
             .authentic());
         }
     }
-    if let Some(ku) = id.key_usage {
+    if let (Some(ku), RequiredEku::ClientAuth) = (id.key_usage, eku) {
         if !ku.digital_signature {
             return Err(ChainFailure::new(
                 Reason::KeyUsage,
@@ -319,49 +497,6 @@ fn describe_eku(usage: crate::policy::ExtendedKeyUsage) -> String {
         names.push("(other purposes only)");
     }
     names.join(",")
-}
-
-/// OpenSSL's verify errors, grouped into phasegate's reasons.
-fn reason_for(error: X509VerifyResult) -> Reason {
-    use openssl_sys::*;
-    match error.as_raw() {
-        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
-        | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
-        | X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
-        | X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
-        | X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
-        | X509_V_ERR_CERT_UNTRUSTED
-        | X509_V_ERR_CERT_REJECTED => Reason::UntrustedIssuer,
-        X509_V_ERR_CERT_HAS_EXPIRED => Reason::Expired,
-        X509_V_ERR_CERT_NOT_YET_VALID => Reason::NotYetValid,
-        X509_V_ERR_CERT_REVOKED => Reason::Revoked,
-        X509_V_ERR_UNABLE_TO_GET_CRL
-        | X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE
-        | X509_V_ERR_CRL_SIGNATURE_FAILURE
-        | X509_V_ERR_CRL_NOT_YET_VALID
-        | X509_V_ERR_CRL_HAS_EXPIRED
-        | X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD
-        | X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD
-        | X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER
-        | X509_V_ERR_KEYUSAGE_NO_CRL_SIGN
-        | X509_V_ERR_DIFFERENT_CRL_SCOPE
-        | X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION => Reason::CrlInvalid,
-        X509_V_ERR_CERT_SIGNATURE_FAILURE
-        | X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE
-        | X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY => Reason::BadSignature,
-        X509_V_ERR_INVALID_PURPOSE => Reason::EkuMismatch,
-        X509_V_ERR_KEYUSAGE_NO_CERTSIGN | X509_V_ERR_KEYUSAGE_NO_DIGITAL_SIGNATURE => Reason::KeyUsage,
-        X509_V_ERR_INVALID_CA | X509_V_ERR_PATH_LENGTH_EXCEEDED | X509_V_ERR_CERT_CHAIN_TOO_LONG => {
-            Reason::BasicConstraints
-        }
-        X509_V_ERR_PERMITTED_VIOLATION
-        | X509_V_ERR_EXCLUDED_VIOLATION
-        | X509_V_ERR_SUBTREE_MINMAX
-        | X509_V_ERR_UNSUPPORTED_CONSTRAINT_TYPE
-        | X509_V_ERR_UNSUPPORTED_CONSTRAINT_SYNTAX
-        | X509_V_ERR_UNSUPPORTED_NAME_SYNTAX => Reason::NameConstraints,
-        _ => Reason::Malformed,
-    }
 }
 
 /// Unix seconds of an ASN.1 time.

@@ -27,6 +27,8 @@ pub struct ClientOptions {
     /// A session to offer for resumption.
     pub session: Option<SslSession>,
     pub tls12: bool,
+    /// OpenSSL security level of the client's own context (0 lets it use a weak key).
+    pub security_level: Option<u32>,
 }
 
 impl ClientOptions {
@@ -90,6 +92,9 @@ impl Client {
         let ca = X509::from_pem(opts.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
         b.cert_store_mut().add_cert(ca).map_err(|e| e.to_string())?;
         b.set_verify(SslVerifyMode::PEER);
+        if let Some(level) = opts.security_level {
+            b.set_security_level(level);
+        }
         if opts.tls12 {
             b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
         }

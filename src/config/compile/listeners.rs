@@ -1,0 +1,147 @@
+//! `listeners`: addresses, server certificates by SNI, handshake timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::{At, Compiler};
+use crate::config::raw::*;
+use crate::policy::{Listener, ServerCertificate};
+use crate::tls::unix_time;
+
+impl Compiler<'_> {
+    pub(super) fn listeners(&mut self, files: &[RawFile]) -> Vec<Listener> {
+        let mut listeners: Vec<Listener> = Vec::new();
+        let mut any = false;
+        for (file, raw) in files.iter().enumerate() {
+            for (i, l) in raw.listeners.iter().enumerate() {
+                any = true;
+                let base = format!("listeners[{i}]");
+                let at = At { file, path: &base };
+                if listeners.iter().any(|x| x.name == l.name) {
+                    self.error(&at, format!("listener name {:?} is used twice", l.name));
+                }
+                let addr_path = format!("{base}.address");
+                let address = match l.address.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                            &At { file, path: &addr_path },
+                            format!(
+                                "{:?} is not an address (expected IP:PORT, e.g. 0.0.0.0:8443)",
+                                l.address
+                            ),
+                        );
+                        None
+                    }
+                };
+                if let Some(a) = address {
+                    if listeners.iter().any(|x| x.address == a) {
+                        self.error(
+                            &At { file, path: &addr_path },
+                            format!("address {a} is used by another listener"),
+                        );
+                    }
+                }
+                let certs_path = format!("{base}.tls.certificates");
+                if l.tls.certificates.is_empty() {
+                    self.error(
+                        &At {
+                            file,
+                            path: &certs_path,
+                        },
+                        "no server certificate (expected at least one)",
+                    );
+                }
+                let mut certificates = Vec::new();
+                for (j, c) in l.tls.certificates.iter().enumerate() {
+                    let cert_base = format!("{certs_path}[{j}]");
+                    if let Some(cert) = self.server_certificate(file, &cert_base, c) {
+                        certificates.push(Arc::new(cert));
+                    }
+                }
+                let timeout_path = format!("{base}.handshake_timeout");
+                let handshake_timeout = match &l.handshake_timeout {
+                    None => Some(std::time::Duration::from_secs(10)),
+                    Some(text) => match humantime::parse_duration(text) {
+                        Ok(d)
+                            if d >= std::time::Duration::from_millis(100)
+                                && d <= std::time::Duration::from_secs(60) =>
+                        {
+                            Some(d)
+                        }
+                        _ => {
+                            self.error(
+                                &At {
+                                    file,
+                                    path: &timeout_path,
+                                },
+                                format!("{text:?} is not a duration between 100ms and 60s (expected e.g. 10s)"),
+                            );
+                            None
+                        }
+                    },
+                };
+                if let (Some(address), false, Some(handshake_timeout)) =
+                    (address, certificates.is_empty(), handshake_timeout)
+                {
+                    listeners.push(Listener {
+                        name: l.name.clone(),
+                        address,
+                        certificates,
+                        handshake_timeout,
+                    });
+                }
+            }
+        }
+        if !any && !self.sources.is_empty() {
+            self.error(
+                &At { file: 0, path: "" },
+                "no listener in any policy file (expected a listeners: section)",
+            );
+        }
+        listeners
+    }
+
+    pub(super) fn server_certificate(
+        &mut self,
+        file: usize,
+        base: &str,
+        raw: &RawServerCertificate,
+    ) -> Option<ServerCertificate> {
+        let hosts_path = format!("{base}.hosts");
+        if raw.hosts.is_empty() {
+            self.error(
+                &At {
+                    file,
+                    path: &hosts_path,
+                },
+                "no host names (expected the names this certificate serves)",
+            );
+        }
+        let cert_path = format!("{base}.cert");
+        let key_path = format!("{base}.key");
+        let chain = self.certificates(&At { file, path: &cert_path }, &raw.cert);
+        let key = self.private_key(&At { file, path: &key_path }, &raw.key);
+        let (chain, key) = (chain?, key?);
+        let matches = chain[0].public_key().map(|p| p.public_eq(&key)).unwrap_or(false);
+        if !matches {
+            self.error(
+                &At { file, path: &key_path },
+                format!(
+                    "key {:?} does not match certificate {:?}",
+                    raw.key.display().to_string(),
+                    raw.cert.display().to_string()
+                ),
+            );
+            return None;
+        }
+        let source = self.resolve(&At { file, path: base }, &raw.cert);
+        Some(ServerCertificate {
+            hosts: raw.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            not_after: unix_time(chain[0].not_after()).unwrap_or(0),
+            chain,
+            key,
+            source,
+        })
+    }
+}
