@@ -404,3 +404,36 @@ routes:
     d.screenshot("route-detail-shadow-owners").await;
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificates_page_says_which_bundles_relax_the_strict_profile() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start_edited(&pki, ROUTES, |base| {
+        base.replace(
+            "    ca: ../pki/untrusted-root.pem\n",
+            "    ca: ../pki/untrusted-root.pem\n    relax: [key_identifiers, dns_name_syntax]\n",
+        )
+    })
+    .await;
+    let d = browser(1280, 900).await;
+    d.b()
+        .goto(&format!("http://{}/#/certificates", gw.admin))
+        .await
+        .unwrap();
+    let relaxed = d
+        .text_of("#trust-bundles tr[data-bundle='untrusted']", |t| t.contains("relaxed"))
+        .await;
+    assert!(
+        relaxed.contains("key_identifiers") && relaxed.contains("dns_name_syntax"),
+        "{relaxed}"
+    );
+    let strict = d
+        .text_of("#trust-bundles tr[data-bundle='internal']", |t| !t.is_empty())
+        .await;
+    assert!(
+        strict.contains("strict") && !strict.contains("relaxed") && strict.contains("CRLs"),
+        "{strict}"
+    );
+    d.screenshot("certificates-trust-bundles").await;
+    d.close().await;
+}
