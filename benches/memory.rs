@@ -80,6 +80,7 @@ fn event(route: &Arc<str>, peer: Option<Arc<PeerCertificate>>, source: IpAddr, a
         peer,
         source: Some(source),
         at,
+        grpc_method: None,
     }
 }
 

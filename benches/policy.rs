@@ -224,6 +224,7 @@ fn recording_under_contention(c: &mut Criterion) {
                                 peer: None,
                                 source: Some(std::net::IpAddr::from([10, t, (i % 200) as u8, 1])),
                                 at: 0,
+                                grpc_method: None,
                             });
                         }
                     });

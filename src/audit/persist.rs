@@ -14,7 +14,7 @@ use super::store::{CertificateSummary, ClientRecord};
 use super::Totals;
 use crate::policy::{Mode, Reason, Verdict};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// What changed since the last flush.
 #[derive(Default)]
@@ -104,7 +104,7 @@ impl AuditStore {
                 route TEXT NOT NULL, client TEXT NOT NULL, issuer TEXT NOT NULL, reason TEXT NOT NULL,
                 detail TEXT, last_verdict TEXT NOT NULL, last_mode TEXT NOT NULL, count INTEGER NOT NULL,
                 first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, certificate TEXT, sources TEXT NOT NULL,
-                PRIMARY KEY (route, client, issuer, reason));
+                grpc_method TEXT, PRIMARY KEY (route, client, issuer, reason));
              CREATE INDEX IF NOT EXISTS clients_last_seen ON clients (last_seen);
              CREATE TABLE IF NOT EXISTS minutes (
                 route TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL,
@@ -127,6 +127,14 @@ impl AuditStore {
                     .map_err(err)?;
             }
             Some(SCHEMA_VERSION) => {}
+            // version 1 had no gRPC method per client
+            Some(1) => {
+                conn.execute_batch(
+                    "ALTER TABLE clients ADD COLUMN grpc_method TEXT;
+                     UPDATE meta SET value = 2 WHERE key = 'schema';",
+                )
+                .map_err(err)?;
+            }
             Some(_) => return Err(err(rusqlite::Error::InvalidQuery)),
         }
         Ok(AuditStore {
@@ -149,7 +157,7 @@ impl AuditStore {
             .conn
             .prepare(
                 "SELECT route, client, reason, detail, last_verdict, last_mode, count, first_seen, last_seen,
-                        certificate, sources FROM clients WHERE last_seen >= ?1",
+                        certificate, sources, grpc_method FROM clients WHERE last_seen >= ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -166,12 +174,25 @@ impl AuditStore {
                     r.get::<_, i64>(8)?,
                     r.get::<_, Option<String>>(9)?,
                     r.get::<_, String>(10)?,
+                    r.get::<_, Option<String>>(11)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         for row in rows {
-            let (route, client, reason, detail, verdict, mode, count, first_seen, last_seen, cert, sources) =
-                row.map_err(|e| self.err(e))?;
+            let (
+                route,
+                client,
+                reason,
+                detail,
+                verdict,
+                mode,
+                count,
+                first_seen,
+                last_seen,
+                cert,
+                sources,
+                grpc_method,
+            ) = row.map_err(|e| self.err(e))?;
             // A row this version cannot read is skipped rather than failing the start.
             let Some(reason) = Reason::from_code(&reason) else {
                 continue;
@@ -194,6 +215,7 @@ impl AuditStore {
                     last_seen,
                     certificate,
                     sources: serde_json::from_str(&sources).unwrap_or_default(),
+                    grpc_method,
                 },
             ));
         }
@@ -263,13 +285,14 @@ impl AuditStore {
             {
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO clients (route, client, issuer, reason, detail, last_verdict, last_mode, count,
-                                          first_seen, last_seen, certificate, sources)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                          first_seen, last_seen, certificate, sources, grpc_method)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                      ON CONFLICT (route, client, issuer, reason) DO UPDATE SET
                         detail = excluded.detail, last_verdict = excluded.last_verdict,
                         last_mode = excluded.last_mode, count = excluded.count,
                         first_seen = min(first_seen, excluded.first_seen), last_seen = excluded.last_seen,
-                        certificate = excluded.certificate, sources = excluded.sources",
+                        certificate = excluded.certificate, sources = excluded.sources,
+                        grpc_method = coalesce(excluded.grpc_method, grpc_method)",
                 )?;
                 for (route, r) in &batch.records {
                     let issuer = r.certificate.as_ref().map(|c| c.issuer.clone()).unwrap_or_default();
@@ -286,6 +309,7 @@ impl AuditStore {
                         r.last_seen,
                         r.certificate.as_ref().and_then(|c| serde_json::to_string(c).ok()),
                         serde_json::to_string(&r.sources).unwrap_or_else(|_| "[]".into()),
+                        r.grpc_method,
                     ])?;
                 }
                 let mut add = tx.prepare_cached(

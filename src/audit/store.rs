@@ -23,6 +23,8 @@ pub struct RejectionEvent {
     pub source: Option<IpAddr>,
     /// Unix seconds.
     pub at: i64,
+    /// `package.Service/Method` of a gRPC request.
+    pub grpc_method: Option<Arc<str>>,
 }
 
 /// A client as operators see it. Certificates are named by their identity (so a service
@@ -40,6 +42,9 @@ pub struct ClientRecord {
     pub last_seen: i64,
     pub certificate: Option<CertificateSummary>,
     pub sources: Vec<IpAddr>,
+    /// The gRPC method (`package.Service/Method`) of the client's last gRPC request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_method: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -128,6 +133,11 @@ impl RejectionStore {
                 if let Some(ip) = e.source {
                     remember(&mut r.sources, ip);
                 }
+                if let Some(m) = &e.grpc_method {
+                    if r.grpc_method.as_deref() != Some(&**m) {
+                        r.grpc_method = Some(m.to_string());
+                    }
+                }
             }
             None if len >= cap => {
                 route.dropped += 1;
@@ -150,6 +160,7 @@ impl RejectionStore {
                     last_seen: e.at,
                     certificate: e.peer.as_deref().and_then(summary),
                     sources: e.source.into_iter().collect(),
+                    grpc_method: e.grpc_method.as_deref().map(str::to_string),
                 };
                 route.records.insert(key.clone(), record);
             }
@@ -290,6 +301,7 @@ mod tests {
             peer: None,
             source: Some(IpAddr::from(ip)),
             at,
+            grpc_method: None,
         }
     }
 

@@ -132,6 +132,10 @@ pub struct RawUpstream {
     pub retries: Option<u8>,
     #[serde(default)]
     pub tls: Option<RawUpstreamTls>,
+    /// `http1` (default), `h2` (over TLS, ALPN h2), `h2c` (cleartext, prior knowledge),
+    /// `auto` (over TLS: h2 preferred, HTTP/1.1 allowed).
+    #[serde(default)]
+    pub protocol: Option<crate::upstream::Protocol>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,11 +149,15 @@ pub struct RawBackend {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    /// `tcp` (connect) or `http` (GET `path`, 2xx expected).
+    /// `tcp` (connect), `http` (GET `path`, 2xx expected) or `grpc` (the standard
+    /// `grpc.health.v1.Health/Check`, SERVING expected), over the pool's protocol.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub path: Option<String>,
+    /// For `grpc`: the service name to ask about (default: the server as a whole).
+    #[serde(default)]
+    pub service: Option<String>,
     #[serde(default)]
     pub interval: Option<String>,
     #[serde(default)]
@@ -180,6 +188,9 @@ pub struct RawTimeouts {
     pub read: Option<String>,
     #[serde(default)]
     pub write: Option<String>,
+    /// How long an upgraded (WebSocket) or streaming gRPC exchange may stay quiet.
+    #[serde(default)]
+    pub stream_idle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

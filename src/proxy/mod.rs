@@ -50,6 +50,8 @@ pub struct RequestCtx {
     /// The backend of the current attempt, and those already tried (retries).
     backend: Option<Chosen>,
     tried: Vec<std::net::SocketAddr>,
+    /// An upgrade (WebSocket) or a gRPC call: waits on it use the stream idle timeout.
+    streaming: bool,
 }
 
 pub fn unix_now() -> i64 {
@@ -92,6 +94,7 @@ impl ProxyHttp for MtlsProxy {
             peer: None,
             backend: None,
             tried: Vec::new(),
+            streaming: false,
         }
     }
 
@@ -118,6 +121,10 @@ impl ProxyHttp for MtlsProxy {
         let verdict = decision.verdict;
 
         let peer = conn.and_then(|c| c.peer.clone());
+        let grpc = respond::is_grpc(session.req_header());
+        ctx.streaming = grpc || session.is_upgrade_req();
+        // a gRPC method is named by its path: /package.Service/Method
+        let grpc_method = || grpc.then(|| session.req_header().uri.path().trim_start_matches('/').into());
         if !verdict.is_clean_pass() {
             self.recorder.record(RejectionEvent {
                 route: route.name.clone(),
@@ -127,6 +134,7 @@ impl ProxyHttp for MtlsProxy {
                 peer: peer.clone(),
                 source,
                 at: now,
+                grpc_method: grpc_method(),
             });
         }
         if let Some(shadow) = &decided.shadow {
@@ -140,6 +148,7 @@ impl ProxyHttp for MtlsProxy {
                     peer: peer.clone(),
                     source,
                     at: now,
+                    grpc_method: grpc_method(),
                 },
             );
         }
@@ -190,10 +199,14 @@ impl ProxyHttp for MtlsProxy {
                 peer
             }
         };
+        let (max, min) = upstream.pool.protocol.http_versions();
+        peer.options.set_http_version(max, min);
         let t = upstream.pool.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect_total);
-        peer.options.read_timeout = Some(t.read);
+        // an upgraded or streaming exchange may stay quiet far longer than a response takes
+        let read = if ctx.streaming { t.stream_idle } else { t.read };
+        peer.options.read_timeout = Some(read);
         peer.options.write_timeout = Some(t.write);
         ctx.backend = Some(chosen);
         Ok(Box::new(peer))
@@ -269,9 +282,12 @@ impl ProxyHttp for MtlsProxy {
             .zip(ctx.route)
             .map(|(s, r)| s.config.routes[r].name.clone());
         let id = self.request_id(ctx);
-        if !matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
-            || !matches!(e.esource(), ErrorSource::Downstream)
-        {
+        let client_gone = matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+            && matches!(e.esource(), ErrorSource::Downstream);
+        // Once the response has begun (an upgraded WebSocket, a gRPC stream mid-way), an
+        // answer of our own would be bytes inside that stream: the connection just closes.
+        let response_started = session.response_written().is_some();
+        if !client_gone && !response_started {
             let _ = respond(session, refusal, route.as_deref(), &id).await;
         }
         FailToProxy {

@@ -1,5 +1,6 @@
-//! Responses the gateway writes itself: small JSON bodies with a reason code and a request
-//! id, never policy internals.
+//! Responses the gateway writes itself: a refusal is decided once and rendered per protocol
+//! here — a small JSON body with a reason code and a request id for HTTP, `grpc-status` and
+//! `grpc-message` for gRPC — never policy internals.
 
 use bytes::Bytes;
 use pingora::prelude::*;
@@ -69,7 +70,32 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The gRPC status a gRPC client gets (the HTTP status codes' gRPC counterparts).
+    fn grpc_status(self) -> u8 {
+        match self {
+            Refusal::Forbidden(Reason::NoCert) => 16, // UNAUTHENTICATED
+            Refusal::Forbidden(_) => 7,               // PERMISSION_DENIED
+            Refusal::NoRoute => 12,                   // UNIMPLEMENTED
+            Refusal::Misdirected | Refusal::UpstreamFailed | Refusal::NoHealthyUpstream => 14, // UNAVAILABLE
+            Refusal::UpstreamTimeout => 4,            // DEADLINE_EXCEEDED
+            Refusal::HeadersTooLarge => 8,            // RESOURCE_EXHAUSTED
+            Refusal::BadPath | Refusal::BadRequest(_) | Refusal::ClientError(_) => 13, // INTERNAL
+        }
+    }
+}
+
+/// A gRPC request: its answers must be gRPC answers (HTTP 200 with a grpc-status).
+pub fn is_grpc(req: &pingora_http::RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 pub async fn respond(session: &mut Session, refusal: Refusal, route: Option<&str>, request_id: &str) -> Result<()> {
+    if is_grpc(session.req_header()) {
+        return respond_grpc(session, refusal, route, request_id).await;
+    }
     let body = serde_json::json!({
         "error": refusal.error(),
         "reason": refusal.reason(),
@@ -91,4 +117,59 @@ pub async fn respond(session: &mut Session, refusal: Refusal, route: Option<&str
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await?;
     Ok(())
+}
+
+/// A trailers-only gRPC answer: HTTP 200, the status and a message that says why, so a gRPC
+/// client sees the reason code, the route and the request id.
+async fn respond_grpc(session: &mut Session, refusal: Refusal, route: Option<&str>, request_id: &str) -> Result<()> {
+    let message = format!(
+        "{} (reason {}, route {}, request {request_id})",
+        refusal.error(),
+        refusal.reason(),
+        route.unwrap_or("none")
+    );
+    if matches!(
+        refusal,
+        Refusal::BadRequest(_) | Refusal::BadPath | Refusal::ClientError(_)
+    ) {
+        session.set_keepalive(None);
+    }
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", "application/grpc")?;
+    resp.insert_header("grpc-status", refusal.grpc_status().to_string())?;
+    resp.insert_header("grpc-message", percent_encode(&message))?;
+    resp.insert_header("cache-control", "no-store")?;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}
+
+/// grpc-message is percent-encoded: everything outside printable ASCII, and '%' itself.
+fn percent_encode(text: &str) -> String {
+    use std::fmt::Write;
+    text.bytes().fold(String::with_capacity(text.len()), |mut out, b| {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_refusals_map_to_grpc_codes_with_an_encoded_message() {
+        assert_eq!(Refusal::Forbidden(Reason::NoCert).grpc_status(), 16);
+        assert_eq!(Refusal::Forbidden(Reason::Revoked).grpc_status(), 7);
+        assert_eq!(Refusal::UpstreamTimeout.grpc_status(), 4);
+        assert_eq!(Refusal::UpstreamFailed.grpc_status(), 14);
+        assert_eq!(percent_encode("50% off: ü"), "50%25 off: %C3%BC");
+        let mut req = pingora_http::RequestHeader::build("POST", b"/pkg.Svc/Call", None).unwrap();
+        assert!(!is_grpc(&req));
+        req.insert_header("content-type", "application/grpc+proto").unwrap();
+        assert!(is_grpc(&req));
+    }
 }

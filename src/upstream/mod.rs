@@ -2,6 +2,7 @@
 //! connections (on `pingora-load-balancing`), with active health checks, passive ejection
 //! after consecutive connection failures, timeouts and bounded retries.
 
+mod grpc_health;
 mod pool;
 
 use std::net::SocketAddr;
@@ -22,6 +23,35 @@ pub struct PoolSpec {
     pub retries: u8,
     /// How often DNS targets are resolved again.
     pub dns_refresh: Duration,
+    /// What the gateway speaks to the backends (and their health checks).
+    pub protocol: Protocol,
+}
+
+/// The HTTP version spoken to a pool's backends. Data of the upstream peer, as Pingora's
+/// peer options are: one proxy path for all of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS or not).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, ALPN h2 only.
+    H2,
+    /// HTTP/2 in cleartext with prior knowledge (what gRPC servers inside a cluster speak).
+    H2c,
+    /// Over TLS, ALPN: h2 preferred, HTTP/1.1 allowed.
+    Auto,
+}
+
+impl Protocol {
+    /// (max, min) HTTP versions for Pingora's peer options.
+    pub fn http_versions(self) -> (u8, u8) {
+        match self {
+            Protocol::Http1 => (1, 1),
+            Protocol::H2 | Protocol::H2c => (2, 2),
+            Protocol::Auto => (2, 1),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,8 +78,7 @@ pub enum Balance {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthSpec {
-    /// `None`: a TCP connect; `Some(path)`: an HTTP GET that must answer 2xx.
-    pub http_path: Option<String>,
+    pub check: HealthProbe,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: usize,
@@ -72,6 +101,20 @@ pub struct Timeouts {
     /// Each wait for the backend's response (headers, then every body read).
     pub read: Duration,
     pub write: Duration,
+    /// Each wait on an upgraded (WebSocket) or streaming gRPC exchange, which may stay
+    /// quiet far longer than a response takes; after it, the stream is closed cleanly.
+    pub stream_idle: Duration,
+}
+
+/// What an active health check asks of a backend.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HealthProbe {
+    /// A TCP connect.
+    Tcp,
+    /// A GET of this path that must answer 2xx.
+    Http { path: String },
+    /// `grpc.health.v1.Health/Check` for this service ("" for the server) answering SERVING.
+    Grpc { service: String },
 }
 
 impl Default for Timeouts {
@@ -81,6 +124,7 @@ impl Default for Timeouts {
             connect_total: Duration::from_secs(10),
             read: Duration::from_secs(60),
             write: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(300),
         }
     }
 }
@@ -99,6 +143,7 @@ impl PoolSpec {
             timeouts: Timeouts::default(),
             retries: 1,
             dns_refresh: Duration::from_secs(30),
+            protocol: Protocol::Http1,
         }
     }
 }

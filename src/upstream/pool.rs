@@ -12,7 +12,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection, RoundRobi
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use serde::Serialize;
 
-use super::{Balance, PoolSpec, Target};
+use super::{Balance, HealthProbe, PoolSpec, Target};
 use crate::policy::UpstreamTls;
 
 /// What the gateway knows about one backend, kept across DNS refreshes and reloads.
@@ -217,7 +217,7 @@ impl Pool {
         };
         let mut backends = Backends::new(Box::new(discovery));
         if let Some(h) = &spec.health {
-            backends.set_health_check(health_check(h, tls));
+            backends.set_health_check(health_check(&spec, h, tls));
         }
         let balancer = match spec.balance {
             Balance::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
@@ -323,30 +323,36 @@ impl Pool {
 }
 
 fn health_check(
+    spec: &PoolSpec,
     h: &super::HealthSpec,
     tls: Option<&UpstreamTls>,
 ) -> Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync + 'static> {
-    match &h.http_path {
-        None => {
+    let host = tls.map_or("localhost", |t| t.sni.as_str());
+    // HTTP and gRPC checks connect, verify and authenticate exactly like the traffic does
+    let peer = |peer: &mut pingora::upstreams::peer::HttpPeer| {
+        peer.options.connection_timeout = Some(h.timeout);
+        peer.options.read_timeout = Some(h.timeout);
+        let (max, min) = spec.protocol.http_versions();
+        peer.options.set_http_version(max, min);
+        if let Some(t) = tls {
+            peer.options.ca = Some(t.ca.clone());
+            peer.client_cert_key = t.client_cert.clone();
+            peer.group_key = t.trust_key;
+        }
+    };
+    match &h.check {
+        HealthProbe::Tcp => {
             let mut check = TcpHealthCheck::new();
             check.consecutive_success = h.healthy_threshold;
             check.consecutive_failure = h.unhealthy_threshold;
             check.peer_template.options.connection_timeout = Some(h.timeout);
             check
         }
-        Some(path) => {
-            let host = tls.map_or("localhost", |t| t.sni.as_str());
+        HealthProbe::Http { path } => {
             let mut check = HttpHealthCheck::new(host, tls.is_some());
             check.consecutive_success = h.healthy_threshold;
             check.consecutive_failure = h.unhealthy_threshold;
-            check.peer_template.options.connection_timeout = Some(h.timeout);
-            check.peer_template.options.read_timeout = Some(h.timeout);
-            if let Some(t) = tls {
-                // the check verifies and authenticates exactly like the traffic does
-                check.peer_template.options.ca = Some(t.ca.clone());
-                check.peer_template.client_cert_key = t.client_cert.clone();
-                check.peer_template.group_key = t.trust_key;
-            }
+            peer(&mut check.peer_template);
             if let Ok(uri) = http::Uri::try_from(path.as_str()) {
                 check.req.set_uri(uri);
             }
@@ -360,6 +366,15 @@ fn health_check(
                     )
                 }
             }));
+            Box::new(check)
+        }
+        HealthProbe::Grpc { service } => {
+            let sni = tls.map(|t| t.sni.clone()).unwrap_or_default();
+            let mut template = pingora::upstreams::peer::HttpPeer::new("0.0.0.0:1", tls.is_some(), sni);
+            peer(&mut template);
+            let mut check = super::grpc_health::GrpcHealthCheck::new(template, host, service);
+            check.consecutive_success = h.healthy_threshold;
+            check.consecutive_failure = h.unhealthy_threshold;
             Box::new(check)
         }
     }

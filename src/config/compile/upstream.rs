@@ -11,7 +11,7 @@ use super::{At, Compiler};
 use crate::config::raw::*;
 use crate::policy::{Upstream, UpstreamTls};
 use crate::tls::unix_time;
-use crate::upstream::{Balance, HealthSpec, PassiveSpec, PoolSpec, Target, Timeouts};
+use crate::upstream::{Balance, HealthProbe, HealthSpec, PassiveSpec, PoolSpec, Protocol, Target, Timeouts};
 
 impl Compiler<'_> {
     pub(super) fn upstream(&mut self, file: usize, base: &str, raw: &RawUpstream) -> Option<Upstream> {
@@ -105,6 +105,7 @@ impl Compiler<'_> {
                 connect_total: duration(self, &t.connect_total, "timeouts.connect_total", d.connect_total),
                 read: duration(self, &t.read, "timeouts.read", d.read),
                 write: duration(self, &t.write, "timeouts.write", d.write),
+                stream_idle: duration(self, &t.stream_idle, "timeouts.stream_idle", d.stream_idle),
             };
         }
         if let Some(pe) = &raw.passive_ejection {
@@ -114,35 +115,9 @@ impl Compiler<'_> {
             };
         }
         if let Some(h) = &raw.health_check {
-            let http_path = match (h.kind.as_str(), &h.path) {
-                ("tcp", None) => Some(None),
-                ("http", Some(path)) if path.starts_with('/') => Some(Some(path.clone())),
-                ("http", None) => Some(Some("/".to_string())),
-                ("tcp", Some(_)) => {
-                    let p = format!("{base}.health_check.path");
-                    self.error(&At { file, path: &p }, "a tcp check has no path (use type: http)");
-                    None
-                }
-                ("http", Some(path)) => {
-                    let p = format!("{base}.health_check.path");
-                    self.error(
-                        &At { file, path: &p },
-                        format!("{path:?} is not a path (expected e.g. /healthz)"),
-                    );
-                    None
-                }
-                (other, _) => {
-                    let p = format!("{base}.health_check.type");
-                    self.error(
-                        &At { file, path: &p },
-                        format!("{other:?} is not a check type (expected tcp or http)"),
-                    );
-                    None
-                }
-            };
-            if let Some(http_path) = http_path {
+            if let Some(check) = self.health_probe(file, base, h) {
                 spec.health = Some(HealthSpec {
-                    http_path,
+                    check,
                     interval: duration(self, &h.interval, "health_check.interval", Duration::from_secs(5)),
                     timeout: duration(self, &h.timeout, "health_check.timeout", Duration::from_secs(1)),
                     healthy_threshold: h.healthy_threshold.unwrap_or(2).max(1),
@@ -150,12 +125,92 @@ impl Compiler<'_> {
                 });
             }
         }
+        spec.protocol = raw.protocol.unwrap_or_default();
+        let needs_tls = matches!(spec.protocol, Protocol::H2 | Protocol::Auto);
+        let p = format!("{base}.protocol");
+        match (spec.protocol, raw.tls.is_some()) {
+            (_, false) if needs_tls => {
+                self.error(
+                    &At { file, path: &p },
+                    format!(
+                    "protocol {} negotiates HTTP/2 by ALPN, which needs upstream tls (for cleartext HTTP/2 use h2c)",
+                    serde_json::to_string(&spec.protocol).unwrap_or_default().trim_matches('"')
+                ),
+                )
+            }
+            (Protocol::H2c, true) => self.error(
+                &At { file, path: &p },
+                "h2c is cleartext HTTP/2; with upstream tls use h2 (or auto)",
+            ),
+            _ => {}
+        }
+        let grpc_check = spec
+            .health
+            .as_ref()
+            .is_some_and(|h| matches!(h.check, HealthProbe::Grpc { .. }));
+        if grpc_check && spec.protocol == Protocol::Http1 {
+            let type_at = format!("{base}.health_check.type");
+            self.error(
+                &At { file, path: &type_at },
+                "a grpc health check needs HTTP/2 to the backends (set protocol: h2c, h2 or auto)",
+            );
+        }
         let tls = match &raw.tls {
             None => Some(None),
             Some(t) => self.upstream_tls(file, &format!("{base}.tls"), t).map(Some),
         };
         (self.problems.len() == before).then_some(())?;
         Some(Upstream { pool: spec, tls: tls? })
+    }
+
+    /// What `health_check` asks of each backend; `None` after reporting why not.
+    fn health_probe(&mut self, file: usize, base: &str, h: &RawHealthCheck) -> Option<HealthProbe> {
+        let p = format!("{base}.health_check");
+        let at = |field: &str| format!("{p}.{field}");
+        let probe = match (h.kind.as_str(), &h.path, &h.service) {
+            ("tcp", None, None) => HealthProbe::Tcp,
+            ("http", None, None) => HealthProbe::Http { path: "/".into() },
+            ("http", Some(path), None) if path.starts_with('/') => HealthProbe::Http { path: path.clone() },
+            ("grpc", None, service) => HealthProbe::Grpc {
+                service: service.clone().unwrap_or_default(),
+            },
+            ("http", Some(path), None) => {
+                let path_at = at("path");
+                self.error(
+                    &At { file, path: &path_at },
+                    format!("{path:?} is not a path (expected e.g. /healthz)"),
+                );
+                return None;
+            }
+            ("tcp" | "grpc", Some(_), _) => {
+                let path_at = at("path");
+                self.error(
+                    &At { file, path: &path_at },
+                    format!("a {} check has no path (use type: http)", h.kind),
+                );
+                return None;
+            }
+            ("tcp" | "http", _, Some(_)) => {
+                let service_at = at("service");
+                self.error(
+                    &At {
+                        file,
+                        path: &service_at,
+                    },
+                    format!("a {} check has no service (use type: grpc)", h.kind),
+                );
+                return None;
+            }
+            (other, _, _) => {
+                let type_at = at("type");
+                self.error(
+                    &At { file, path: &type_at },
+                    format!("{other:?} is not a check type (expected tcp, http or grpc)"),
+                );
+                return None;
+            }
+        };
+        Some(probe)
     }
 
     pub(super) fn upstream_tls(&mut self, file: usize, base: &str, raw: &RawUpstreamTls) -> Option<UpstreamTls> {
