@@ -69,7 +69,7 @@ async fn smuggling_and_oversized_requests_are_refused_and_the_gateway_stays_up()
                 !response.contains("content-length\":"),
                 "{what}: the conflicting length was forwarded"
             );
-            assert_eq!(response.matches("HTTP/1.1").count(), 1, "{what}: one response only");
+            assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{what}: one response only");
         }
         if what == "an oversized header" {
             assert_eq!(code, 431, "{response}");
@@ -121,4 +121,89 @@ async fn folded_or_disguised_identity_headers_never_reach_the_backend() {
             assert!((400..500).contains(&code), "{}", response.lines().next().unwrap_or(""));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelined_requests_are_answered_in_order_or_the_first_alone() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    for (what, parts) in [
+        (
+            "a GET, and a second one while the backend still works on the first",
+            vec![
+                (&b"GET /first?delay_ms=300 HTTP/1.1\r\nHost: api.test\r\n\r\n"[..], 0),
+                (&b"GET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..], 100),
+            ],
+        ),
+        (
+            "a POST, and a GET while the backend still works on it",
+            vec![
+                (&b"POST /first?delay_ms=300 HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\n\r\nhello"[..], 0),
+                (&b"GET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..], 100),
+            ],
+        ),
+    ]
+    .into_iter()
+    .chain(
+        [
+        (
+            "two GETs",
+            &b"GET /first HTTP/1.1\r\nHost: api.test\r\n\r\nGET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..],
+        ),
+        (
+            "a POST with a body, then a GET",
+            &b"POST /first HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\n\r\nhelloGET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..],
+        ),
+        (
+            "a chunked POST, then a GET",
+            &b"POST /first HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..],
+        ),
+    ]
+        .map(|(what, bytes)| (what, vec![(bytes, 0)])),
+    ) {
+        let parts: Vec<(&[u8], std::time::Duration)> = parts
+            .into_iter()
+            .map(|(b, ms)| (b, std::time::Duration::from_millis(ms)))
+            .collect();
+        let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts)
+            .await
+            .unwrap();
+        let statuses: Vec<&str> = response
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &response[i + 9..i + 12])
+            .collect();
+        assert_eq!(statuses.first(), Some(&"200"), "{what}: the first request is answered: {response}");
+        assert!(response.contains("\"/first\""), "{what}: {response}");
+        match statuses.len() {
+            // the second is served too, after the first
+            2 => {
+                assert_eq!(statuses[1], "200", "{what}: {response}");
+                assert!(response.find("\"/first\"") < response.find("\"/second\""), "{what}");
+            }
+            // or the connection closes cleanly after the first
+            1 => assert!(!response.contains("/second"), "{what}: {response}"),
+            _ => panic!("{what}: {response}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_client_that_expects_100_continue_gets_it_before_sending_its_body() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let head = b"POST /upload HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n";
+    let response = common::client::raw_exchange_timed(
+        gw.addr,
+        pki.root_pem(),
+        "api.test",
+        &[
+            (&head[..], std::time::Duration::ZERO),
+            (b"hello", std::time::Duration::from_millis(300)),
+        ],
+    )
+    .await
+    .unwrap();
+    let interim = response.find("HTTP/1.1 100 Continue").expect("a 100 Continue");
+    let last = response.find("HTTP/1.1 200").expect("the final answer");
+    assert!(interim < last, "{response}");
 }

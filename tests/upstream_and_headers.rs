@@ -167,3 +167,35 @@ async fn a_backend_that_is_down_gives_502_with_a_reason_and_the_gateway_stays_up
         .unwrap();
     assert_eq!(client.get("api.test", "/off").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http2_clients_reach_an_h2c_backend_and_te_trailers_travels() {
+    let pki = TestPki::new();
+    let routes = r#"
+routes:
+  - name: h2c
+    match: { host: api.test, path_prefix: /h2c }
+    upstream: { address: "{backend}", protocol: h2c }
+    mtls: { mode: audit, trust: internal }
+"#;
+    let gw = TestGateway::start(&pki, routes).await;
+    for h2 in [false, true] {
+        let mut opts = ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(common::ClientKind::Good));
+        opts.h2 = h2;
+        let mut client = Client::connect(gw.addr, &opts).await.unwrap();
+        let reply = client
+            .request("api.test", "/h2c/x", &[("te", "trailers")])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "h2={h2}: {}", reply.body);
+        let seen = reply.json();
+        assert_eq!(
+            seen["version"], "HTTP/2.0",
+            "h2={h2}: the backend was spoken to in h2: {seen}"
+        );
+        assert_eq!(reply.upstream_header("x-mtls-verdict").as_deref(), Some("pass"));
+        if h2 {
+            assert_eq!(reply.upstream_header("te").as_deref(), Some("trailers"), "{seen}");
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -127,6 +127,14 @@ async fn echo(
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    // the body is read (and counted), as a real backend would: that is also what makes
+    // hyper answer `Expect: 100-continue`
+    let body_bytes = match http_body_util::Limited::new(body, 8 * 1024 * 1024).collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(_) => 0,
+    };
     for (k, v) in req.headers() {
         headers
             .entry(k.as_str().to_string())
@@ -139,6 +147,8 @@ async fn echo(
         "path": req.uri().path(),
         "query": req.uri().query(),
         "peer": peer.to_string(),
+        "version": format!("{:?}", req.version()),
+        "body_bytes": body_bytes,
         "headers": headers,
     });
     Ok(Response::builder()

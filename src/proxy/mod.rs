@@ -22,6 +22,9 @@ pub use headers::{prepare_upstream_request, strip_identity_headers};
 use respond::respond;
 pub use respond::Refusal;
 
+/// A WebSocket close frame from the server (unmasked), status 1001 "going away".
+const WEBSOCKET_CLOSE_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
+
 /// Every backend of the pool is unhealthy, ejected or already tried: 503.
 const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
 
@@ -99,6 +102,11 @@ impl ProxyHttp for MtlsProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // A request sent before the previous answer arrived is served after it, in order
+        // (RFC 9112 §9.3.2), instead of turning the one in progress into a 400. Each goes
+        // through this filter on its own; framing that two parties could read differently
+        // already closes the connection (see decide::check_framing).
+        session.set_pipelining_enabled(true);
         let snapshot = self.snapshot.load_full();
         let conn: Option<&ConnectionTls> = session
             .digest()
@@ -286,9 +294,18 @@ impl ProxyHttp for MtlsProxy {
             && matches!(e.esource(), ErrorSource::Downstream);
         // Once the response has begun (an upgraded WebSocket, a gRPC stream mid-way), an
         // answer of our own would be bytes inside that stream: the connection just closes.
-        let response_started = session.response_written().is_some();
-        if !client_gone && !response_started {
-            let _ = respond(session, refusal, route.as_deref(), &id).await;
+        let response_started = session.response_written().map(|r| r.status.as_u16());
+        match response_started {
+            None if !client_gone => {
+                let _ = respond(session, refusal, route.as_deref(), &id).await;
+            }
+            // an upgraded WebSocket that went quiet (or lost its backend) ends with a close
+            // frame the client understands: 1001, going away
+            Some(101) if !client_gone => {
+                let close = bytes::Bytes::from_static(&WEBSOCKET_CLOSE_GOING_AWAY);
+                let _ = session.write_response_body(Some(close), true).await;
+            }
+            _ => {}
         }
         FailToProxy {
             error_code: code,

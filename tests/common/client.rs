@@ -225,6 +225,17 @@ pub async fn get_once(addr: SocketAddr, opts: &ClientOptions, host: &str, path: 
 /// Sends raw bytes over a fresh TLS connection and returns what came back (until the server
 /// closes or 3 s pass) — for requests no well-behaved client library would send.
 pub async fn raw_exchange(addr: SocketAddr, ca_pem: &str, sni: &str, request: &[u8]) -> Result<String, String> {
+    raw_exchange_timed(addr, ca_pem, sni, &[(request, std::time::Duration::ZERO)]).await
+}
+
+/// [`raw_exchange`] with the request sent in parts, each after its pause: bytes that arrive
+/// while the gateway is busy with what came before.
+pub async fn raw_exchange_timed(
+    addr: SocketAddr,
+    ca_pem: &str,
+    sni: &str,
+    parts: &[(&[u8], std::time::Duration)],
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
     b.cert_store_mut()
@@ -233,7 +244,10 @@ pub async fn raw_exchange(addr: SocketAddr, ca_pem: &str, sni: &str, request: &[
     b.set_alpn_protos(b"\x08http/1.1").unwrap();
     let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
     let mut stream = tls_connect(addr, ssl).await?;
-    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    for (bytes, pause) in parts {
+        tokio::time::sleep(*pause).await;
+        stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    }
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
