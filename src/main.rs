@@ -65,6 +65,10 @@ enum Command {
         /// Admin listener (API and page). Loopback unless you say otherwise.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// A host name the admin listener answers to besides loopback names and its own
+        /// address (e.g. the name operators reach it by); repeatable. Others get 421.
+        #[arg(long = "admin-host", value_name = "NAME")]
+        admin_hosts: Vec<String>,
         /// Proxy worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             admin,
+            admin_hosts,
             threads,
             grace_period,
             instance_id,
@@ -219,6 +224,7 @@ fn main() -> ExitCode {
                 }
             };
             settings.admin_addr = admin;
+            settings.admin_hosts = admin_hosts;
             if let Some(t) = threads {
                 settings.threads = t;
             }

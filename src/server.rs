@@ -36,6 +36,8 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     /// Bearer token for admin changes; without one, changes through the API are refused.
     pub admin_token: Option<AdminToken>,
+    /// Host names the admin listener answers to besides loopback and its own address.
+    pub admin_hosts: Vec<String>,
     /// Quiet time after a file change before reloading.
     pub reload_debounce: Duration,
     /// Reload on SIGHUP (off in tests that run several gateways in one process).
@@ -59,6 +61,7 @@ impl Settings {
             instance_id: default_instance_id(),
             state_dir: None,
             admin_token: None,
+            admin_hosts: Vec::new(),
             reload_debounce: Duration::from_millis(200),
             reload_on_sighup: true,
             watch_files: true,
@@ -205,6 +208,7 @@ impl Gateway {
                 control: control.clone(),
                 token: settings.admin_token.clone(),
                 instance: settings.instance_id.as_str().into(),
+                hosts: crate::admin::AdminHosts::new(&settings.admin_hosts),
             },
             reload_on_sighup: settings.reload_on_sighup,
         };

@@ -124,3 +124,32 @@ async fn neither_the_token_nor_private_keys_reach_the_logs() {
         "key material was logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_only_its_own_names_so_dns_rebinding_reads_nothing() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, "").await;
+    let get = |host: &'static str| {
+        let admin = gw.admin;
+        async move {
+            let request = format!("GET /api/routes HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            tcp.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    // a page on evil.example whose name now resolves to 127.0.0.1
+    let rebound = get("evil.example:9901").await;
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(
+        rebound.contains("unknown_admin_host") && !rebound.contains("\"name\""),
+        "{rebound}"
+    );
+    for ok in ["127.0.0.1:9901", "localhost", "[::1]:9901"] {
+        let answer = get(ok).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{ok}: {answer}");
+    }
+}

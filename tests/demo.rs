@@ -86,7 +86,7 @@ async fn the_demo_shows_audit_passing_and_recording_and_soft_fail_and_enforce_re
     let mut reasons = Vec::new();
     for _ in 0..50 {
         let req = hyper::Request::get("/api/routes/orders-audit/rejections")
-            .header("host", "admin")
+            .header("host", "127.0.0.1:9901")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         use http_body_util::BodyExt;

@@ -207,3 +207,165 @@ async fn an_http1_client_that_expects_100_continue_gets_it_before_sending_its_bo
     let last = response.find("HTTP/1.1 200").expect("the final answer");
     assert!(interim < last, "{response}");
 }
+
+/// A real nginx as the backend: it percent-decodes the path before choosing a location,
+/// as most backends do, and reads `;` literally.
+struct Nginx {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn nginx_backend() -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log stderr;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen 127.0.0.1:{port};
+    location = /b {{ return 200 \"backend-b $uri\\n\"; }}
+    location /b/ {{ return 200 \"backend-b $uri\\n\"; }}
+    location / {{ return 200 \"backend-root $uri\\n\"; }}
+  }}
+}}
+",
+        d = dir.path().display()
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let child = std::process::Command::new("nginx")
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .arg("-p")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (Debian package nginx-light; .ci/run installs it)");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    common::wait_for_port(addr).await;
+    Nginx { child, addr, _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_matched_on_the_path_the_backend_reads() {
+    let pki = TestPki::new();
+    let nginx = nginx_backend().await;
+    let routes = format!(
+        r#"
+routes:
+  - name: open
+    match: {{ host: api.test, path_prefix: / }}
+    upstream: {{ address: "{0}" }}
+  - name: b-enforced
+    match: {{ host: api.test, path_prefix: /b }}
+    upstream: {{ address: "{0}" }}
+    mtls: {{ mode: enforce, trust: internal }}
+"#,
+        nginx.addr
+    );
+    let gw = TestGateway::start(&pki, &routes).await;
+    let get = |path: &'static str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n");
+        let (addr, ca) = (gw.addr, pki.root_pem().to_string());
+        async move { raw_exchange(addr, &ca, "api.test", request.as_bytes()).await.unwrap() }
+    };
+    // without a certificate, nothing that nginx serves as /b gets through the open route
+    for path in [
+        "/b",
+        "/%62",
+        "/%62/x",
+        "/a/%2e%2e/b",
+        "/b;x",
+        "/a/..;/b",
+        "/;x/b",
+        "/./b",
+        "//b",
+    ] {
+        let response = get(path).await;
+        assert_eq!(status(&response), 403, "{path}: {response}");
+        assert!(response.contains("\"route\":\"b-enforced\""), "{path}: {response}");
+    }
+    // the open route still serves what is not /b, as nginx reads it
+    for (path, nginx_saw) in [
+        ("/a", "/a"),
+        ("/x;jsessionid=1", "/x;jsessionid=1"),
+        ("/b%2Dnot", "/b-not"),
+    ] {
+        let response = get(path).await;
+        assert_eq!(status(&response), 200, "{path}: {response}");
+        assert!(
+            response.contains(&format!("backend-root {nginx_saw}")),
+            "{path}: {response}"
+        );
+    }
+    // with the certificate, the enforced route's backend hears the normalized path
+    let opts = common::ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(common::ClientKind::Good));
+    let reply = common::client::get_once(gw.addr, &opts, "api.test", "/%62/%7Euser").await;
+    assert_eq!((reply.status, reply.body.trim()), (200, "backend-b /b/~user"));
+    // escapes of '/' and '\\' and broken escapes are refused outright
+    for path in ["/a%2Fb", "/a%5cb", "/a%zz"] {
+        assert_eq!(status(&get(path).await), 400, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_target_with_a_tab_nul_or_other_control_character_is_refused() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    // raw ones (which Pingora's parser escapes) and escaped ones alike
+    for target in [&b"/a\x00b"[..], b"/a\tb", b"/a\x7fb", b"/a\x01b", b"/a%00b", b"/a%09b"] {
+        let mut request = b"GET ".to_vec();
+        request.extend_from_slice(target);
+        request.extend_from_slice(b" HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n");
+        let response = raw_exchange(gw.addr, pki.root_pem(), "api.test", &request)
+            .await
+            .unwrap();
+        assert!(
+            response.is_empty() || status(&response) == 400,
+            "{target:?}: {response}"
+        );
+        assert!(
+            !response.contains("\"backend\""),
+            "{target:?} reached the backend: {response}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_stripped_at_any_length_over_http1_and_http2() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let long = format!("x-ssl-client-{}", "a".repeat(52));
+    let longer = format!("X_MTLS_{}", "B".repeat(300));
+    for h2 in [false, true] {
+        let mut opts = common::ClientOptions::new(pki.root_pem(), "api.test");
+        opts.h2 = h2;
+        let mut client = common::Client::connect(gw.addr, &opts).await.unwrap();
+        let reply = client
+            .request(
+                "api.test",
+                "/",
+                &[
+                    (long.as_str(), "spoofed"),
+                    (longer.as_str(), "spoofed"),
+                    ("x-keep", "1"),
+                ],
+            )
+            .await
+            .unwrap();
+        let headers = &reply.json()["headers"];
+        assert!(headers.get(long.as_str()).is_none(), "h2={h2}: {headers}");
+        assert!(headers.get(longer.to_ascii_lowercase()).is_none(), "h2={h2}: {headers}");
+        assert_eq!(headers["x-keep"][0], "1");
+    }
+}

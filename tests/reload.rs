@@ -198,6 +198,22 @@ async fn rollback_without_history_goes_to_audit_and_to_a_given_mode_on_request()
         .admin_post("/api/routes/orders/rollback", serde_json::json!({"to": "off"}))
         .await;
     assert_eq!(off["mode"], "off");
+    // a rollback only loosens: one that would tighten is refused and changes nothing
+    let (status, refused) = gw
+        .admin_post("/api/routes/payments/rollback", serde_json::json!({"to": "enforce"}))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("would tighten"),
+        "{refused}"
+    );
+    let (_, route) = gw.admin_get("/api/routes/payments").await;
+    assert_eq!(route["mode"], "soft-fail", "{route}");
+    // tightening stays possible as a mode change
+    let (status, _) = gw
+        .admin_post("/api/routes/payments/mode", serde_json::json!({"mode": "enforce"}))
+        .await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Json, Router};
 use serde::Deserialize;
 
-pub use auth::AdminToken;
+pub use auth::{AdminHosts, AdminToken};
 
 use crate::audit::Recorder;
 use crate::control::{ControlError, ControlHandle, OverrideRequest, ReloadSource};
@@ -34,6 +34,8 @@ pub struct AdminState {
     pub control: ControlHandle,
     pub token: Option<AdminToken>,
     pub instance: std::sync::Arc<str>,
+    /// The names the admin listener answers to (DNS rebinding).
+    pub hosts: auth::AdminHosts,
 }
 
 type SharedAdmin = Arc<AdminState>;
@@ -69,6 +71,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/certificates", get(certificates))
         .merge(ui::router())
         .merge(mutations)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_known_host))
         .with_state(state)
 }
 
@@ -85,7 +88,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::UnknownRoute(_) => ApiError::NotFound(e.to_string()),
-            ControlError::NoTrustBundle { .. } => ApiError::Conflict(e.to_string()),
+            ControlError::NoTrustBundle { .. } | ControlError::RollbackTightens { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             ControlError::Stopped => ApiError::Unavailable,
         }
     }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use history::{diff, HistoryEntry, ReloadSource, RouteChange};
-pub use rollback::{rollback_target, ModeChange};
+pub use rollback::{rollback_target, tightens, ModeChange};
 pub use route_watch::spawn_route_watch;
 pub use watch::{spawn_sighup_listener, FileWatcher};
 
@@ -125,6 +125,9 @@ pub enum ControlError {
     /// The route has no trust bundle, so only `off` is possible.
     #[error("route {route:?} has no trust bundle, so it cannot run in {mode} (add mtls.trust to its YAML)")]
     NoTrustBundle { route: String, mode: Mode },
+    /// A rollback only loosens; tightening is a mode change.
+    #[error("route {route:?} runs {running}; a rollback to {to} would tighten it (a rollback only loosens: set the mode with POST /api/routes/{route}/mode)")]
+    RollbackTightens { route: String, running: Mode, to: Mode },
     /// The control plane is not running (shutting down).
     #[error("the control plane is shutting down")]
     Stopped,
@@ -420,6 +423,13 @@ impl ControlPlane {
                 overrides.remove(route);
             }
             OverrideRequest::Rollback { to, reason } => {
+                if let Some(to) = to.filter(|to| tightens(previous_mode, *to)) {
+                    return Err(ControlError::RollbackTightens {
+                        route: route.to_string(),
+                        running: previous_mode,
+                        to,
+                    });
+                }
                 let target = to.unwrap_or_else(|| self.status.load().rollback_target(route, previous_mode));
                 overrides.insert(route.to_string(), set(target, OverrideKind::Rollback, reason)?);
             }

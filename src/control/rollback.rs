@@ -12,6 +12,11 @@ pub struct ModeChange {
     pub to: Mode,
 }
 
+/// Whether a rollback from `running` to `to` would tighten the route.
+pub fn tightens(running: Mode, to: Mode) -> bool {
+    strictness(to) > strictness(running)
+}
+
 fn strictness(mode: Mode) -> u8 {
     match mode {
         Mode::Off => 0,

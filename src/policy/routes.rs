@@ -16,10 +16,16 @@ pub struct RouteTable {
 pub enum BadPath {
     #[error("path does not start with '/'")]
     NotAbsolute,
-    #[error("path contains an encoded '/', '\\' or '.'")]
+    #[error("path contains an encoded '/' or '\\'")]
     AmbiguousEncoding,
+    #[error("path contains a '%' that does not start an escape (expected %XX)")]
+    BadEscape,
     #[error("path contains a backslash")]
     Backslash,
+    /// NUL, tab and other control characters have no place in a path; Pingora's HTTP/1
+    /// parser escapes raw ones, so they arrive as `%00`, `%09`…
+    #[error("path contains a control character")]
+    ControlCharacter,
     #[error("path climbs above the root with '..'")]
     AboveRoot,
 }
@@ -94,10 +100,25 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The path used both for matching and upstream: dot segments resolved, repeated slashes
-/// merged. Encodings that different servers decode differently are refused, so the route
-/// that matched is the route the backend serves.
-pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+/// A request path as the gateway matches it and as it forwards it. Both come from one
+/// normalization, so the route that matched is the route the backend serves:
+/// - percent-encoded unreserved characters are decoded (RFC 3986 §6.2.2.2: `/%62` is `/b`),
+///   other escapes are kept with uppercase hex; an encoded `/` or `\` is refused;
+/// - `;` path parameters are read the way Tomcat, Jetty and Spring read them: a segment's
+///   parameters do not count for matching or for dot segments (`/b;x` matches `/b`,
+///   `/a/..;/b` is `/b`), and are forwarded as sent on the segments that remain;
+/// - `.` and `..` segments are resolved and repeated slashes merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath<'a> {
+    /// What the backend receives.
+    pub forward: Cow<'a, str>,
+    /// What routes are matched against: `forward` without path parameters.
+    pub matching: Cow<'a, str>,
+}
+
+/// Normalizes a request path (see [`NormalPath`]). Borrowed, without allocating, when the
+/// path is already normal (the common case).
+pub fn normalize_path(raw: &str) -> Result<NormalPath<'_>, BadPath> {
     let path = raw.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
         return Err(BadPath::NotAbsolute);
@@ -105,44 +126,95 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadPath> {
     if path.contains('\\') {
         return Err(BadPath::Backslash);
     }
-    if contains_ambiguous_escape(path) {
-        return Err(BadPath::AmbiguousEncoding);
-    }
-    let needs_work = path.contains("//") || path.split('/').any(|segment| segment == "." || segment == "..");
+    let needs_work = path.contains(['%', ';'])
+        || path.contains("//")
+        || path.split('/').any(|segment| segment == "." || segment == "..");
     if !needs_work {
-        return Ok(Cow::Borrowed(path));
+        return Ok(NormalPath {
+            forward: Cow::Borrowed(path),
+            matching: Cow::Borrowed(path),
+        });
     }
-    let mut out: Vec<&str> = Vec::new();
-    for segment in path.split('/').skip(1) {
-        match segment {
-            "" | "." => {}
+    let decoded = decode_unreserved(path)?;
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in decoded.split('/').skip(1) {
+        // a segment's parameters do not make it another segment: `..;x` is `..`
+        match segment.split(';').next().unwrap_or("") {
+            "" if segment.is_empty() => {}
+            "." => {}
             ".." => {
-                if out.pop().is_none() {
+                if kept.pop().is_none() {
                     return Err(BadPath::AboveRoot);
                 }
             }
-            s => out.push(s),
+            _ => kept.push(segment),
         }
     }
-    let mut normal = String::with_capacity(path.len());
-    for s in &out {
-        normal.push('/');
-        normal.push_str(s);
-    }
-    if normal.is_empty() || path.ends_with('/') {
-        normal.push('/');
-    }
-    Ok(Cow::Owned(normal))
+    let trailing = decoded.ends_with('/') || kept.is_empty();
+    let join = |segments: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::with_capacity(decoded.len());
+        for s in segments {
+            out.push('/');
+            out.push_str(s);
+        }
+        if trailing || out.is_empty() {
+            out.push('/');
+        }
+        out
+    };
+    let forward = join(&mut kept.iter().copied());
+    let matching = if forward.contains(';') {
+        // a segment that is only parameters (`/;x/payments`) is no segment at all, as
+        // `//` is none: servlet containers read that path as `/payments`
+        let mut bare = kept
+            .iter()
+            .map(|s| s.split(';').next().unwrap_or(""))
+            .filter(|s| !s.is_empty());
+        Cow::Owned(join(&mut bare))
+    } else {
+        Cow::Owned(forward.clone())
+    };
+    Ok(NormalPath {
+        forward: Cow::Owned(forward),
+        matching,
+    })
 }
 
-fn contains_ambiguous_escape(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
-                (b'2', b'F') | (b'5', b'C') | (b'2', b'E')
-            )
-    })
+/// Decodes escapes of unreserved characters, uppercases the hex of the others, refuses an
+/// encoded `/` or `\` and a `%` that starts no escape.
+fn decode_unreserved(path: &str) -> Result<String, BadPath> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            // the path is a &str: copy whole characters
+            let len = path[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&path[i..i + len]);
+            i += len;
+            continue;
+        }
+        let hex = |c: u8| (c as char).to_digit(16);
+        let (Some(hi), Some(lo)) = (
+            bytes.get(i + 1).and_then(|c| hex(*c)),
+            bytes.get(i + 2).and_then(|c| hex(*c)),
+        ) else {
+            return Err(BadPath::BadEscape);
+        };
+        let c = (hi * 16 + lo) as u8;
+        match c {
+            b'/' | b'\\' => return Err(BadPath::AmbiguousEncoding),
+            c if c < b' ' || c == 0x7f => return Err(BadPath::ControlCharacter),
+            c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => out.push(c as char),
+            c => {
+                out.push('%');
+                out.push_str(&format!("{c:02X}"));
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -186,17 +258,76 @@ mod tests {
         assert!(matches!(normalize_host("api.example"), Cow::Borrowed(_)));
     }
 
+    fn forward(raw: &str) -> String {
+        normalize_path(raw).unwrap().forward.into_owned()
+    }
+
+    fn matching(raw: &str) -> String {
+        normalize_path(raw).unwrap().matching.into_owned()
+    }
+
     #[test]
     fn paths_that_could_dodge_a_route_are_normalized_or_refused() {
-        assert_eq!(normalize_path("/a/b?q=1").unwrap(), "/a/b");
-        assert_eq!(normalize_path("/public/../payments/x").unwrap(), "/payments/x");
-        assert_eq!(normalize_path("//payments//x/").unwrap(), "/payments/x/");
-        assert_eq!(normalize_path("/./").unwrap(), "/");
+        assert_eq!(forward("/a/b?q=1"), "/a/b");
+        assert_eq!(forward("/public/../payments/x"), "/payments/x");
+        assert_eq!(forward("//payments//x/"), "/payments/x/");
+        assert_eq!(forward("/./"), "/");
         assert_eq!(normalize_path("/.."), Err(BadPath::AboveRoot));
         assert_eq!(normalize_path("/a%2fb"), Err(BadPath::AmbiguousEncoding));
-        assert_eq!(normalize_path("/%2e%2e/x"), Err(BadPath::AmbiguousEncoding));
+        assert_eq!(normalize_path("/a%5Cb"), Err(BadPath::AmbiguousEncoding));
+        assert_eq!(normalize_path("/a%zzb"), Err(BadPath::BadEscape));
+        assert_eq!(normalize_path("/a%4"), Err(BadPath::BadEscape));
+        assert_eq!(normalize_path("/a%00b"), Err(BadPath::ControlCharacter));
+        assert_eq!(normalize_path("/a%09b"), Err(BadPath::ControlCharacter));
+        assert_eq!(normalize_path("/a%7fb"), Err(BadPath::ControlCharacter));
+        assert_eq!(forward("/my%20file"), "/my%20file");
         assert_eq!(normalize_path("/a\\b"), Err(BadPath::Backslash));
         assert_eq!(normalize_path("*"), Err(BadPath::NotAbsolute));
-        assert!(matches!(normalize_path("/plain/path"), Ok(Cow::Borrowed(_))));
+        let plain = normalize_path("/plain/path").unwrap();
+        assert!(matches!(
+            (plain.forward, plain.matching),
+            (Cow::Borrowed(_), Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_decoded_and_other_escapes_kept_in_uppercase() {
+        assert_eq!(forward("/%62"), "/b");
+        assert_eq!(forward("/%7Euser/%41%2d%5f"), "/~user/A-_");
+        assert_eq!(forward("/a/%2e%2e/b"), "/b");
+        assert_eq!(normalize_path("/%2e%2e/b"), Err(BadPath::AboveRoot));
+        assert_eq!(forward("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(
+            forward("/50%25"),
+            "/50%25",
+            "an encoded '%' stays encoded: no double decoding"
+        );
+        assert_eq!(
+            forward("/x%3bjsessionid"),
+            "/x%3Bjsessionid",
+            "an encoded ';' is not a parameter"
+        );
+    }
+
+    #[test]
+    fn path_parameters_are_read_as_servlet_containers_read_them() {
+        assert_eq!((forward("/b;x"), matching("/b;x")), ("/b;x".into(), "/b".into()));
+        assert_eq!(matching("/a/..;/b"), "/b");
+        assert_eq!(forward("/a/..;/b"), "/b");
+        assert_eq!(matching("/a/.;x/b"), "/a/b");
+        assert_eq!(
+            (forward("/shop;jsessionid=1/cart"), matching("/shop;jsessionid=1/cart")),
+            ("/shop;jsessionid=1/cart".into(), "/shop/cart".into())
+        );
+        assert_eq!(matching("/;x"), "/");
+        assert_eq!(matching("/;x/payments"), "/payments");
+        assert_eq!(matching("/payments/;x"), "/payments");
+        assert_eq!(normalize_path("/..;/b"), Err(BadPath::AboveRoot));
+        let t = table();
+        assert_eq!(
+            t.lookup("api.example", &matching("/payments;v=1/admin;x/users")),
+            Some(2)
+        );
+        assert_eq!(t.lookup("api.example", &matching("/x/..;/payments")), Some(1));
     }
 }

@@ -72,7 +72,11 @@ pub fn decide_request(
         }
     }
     let path = normalize_path(req.uri.path()).map_err(|_| Refusal::BadPath)?;
-    let route_id = snapshot.config.table.lookup(&host, &path).ok_or(Refusal::NoRoute)?;
+    let route_id = snapshot
+        .config
+        .table
+        .lookup(&host, &path.matching)
+        .ok_or(Refusal::NoRoute)?;
     let route = &snapshot.config.routes[route_id];
     let mut detail = None;
     let mut identity_verified = false;
@@ -102,7 +106,7 @@ pub fn decide_request(
         decision,
         detail,
         identity_verified,
-        rewritten_path: match path {
+        rewritten_path: match path.forward {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
         },

@@ -15,17 +15,15 @@ const IDENTITY_PREFIXES: [&str; 3] = ["x-mtls-", "x-client-cert", "x-ssl-client"
 pub const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 pub const VERDICT: http::HeaderName = http::HeaderName::from_static("x-mtls-verdict");
 
+/// Whether `name` is an identity header in some spelling, at any length: compared byte by
+/// byte, case-insensitively and with `_` read as `-`, without copying the name.
 fn is_identity_header(name: &str) -> bool {
-    let mut buf = [0u8; 64];
-    if name.len() > buf.len() || !(name.starts_with("x-") || name.starts_with("x_")) {
-        return false;
-    }
-    let normal = &mut buf[..name.len()];
-    for (dst, src) in normal.iter_mut().zip(name.bytes()) {
-        *dst = if src == b'_' { b'-' } else { src.to_ascii_lowercase() };
-    }
-    let normal = std::str::from_utf8(normal).unwrap_or("");
-    IDENTITY_HEADERS.contains(&normal) || IDENTITY_PREFIXES.iter().any(|p| normal.starts_with(p))
+    let same = |a: u8, b: u8| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-');
+    let starts_with =
+        |prefix: &str| name.len() >= prefix.len() && name.bytes().zip(prefix.bytes()).all(|(a, b)| same(a, b));
+    let equals = |full: &str| name.len() == full.len() && starts_with(full);
+    starts_with("x-")
+        && (IDENTITY_HEADERS.iter().any(|h| equals(h)) || IDENTITY_PREFIXES.iter().any(|p| starts_with(p)))
 }
 
 /// Removes every client-supplied identity header. Allocates only when there is one.
@@ -82,9 +80,14 @@ mod tests {
             "x-mtls-anything",
             "x-ssl-client-s-dn",
             "x-client-cert",
+            "X_SSL_CLIENT_VERIFY",
         ] {
             assert!(is_identity_header(name), "{name}");
         }
+        // at any length: a long name must not slip past a fixed-size buffer
+        let long = format!("x-ssl-client-{}", "a".repeat(52));
+        assert!(is_identity_header(&long) && is_identity_header(&long.replace('-', "_")));
+        assert!(is_identity_header(&format!("x-mtls-{}", "z".repeat(4096))));
         for name in ["x-request-id", "forwarded", "x-forwarded-for", "content-type"] {
             assert!(!is_identity_header(name), "{name}");
         }

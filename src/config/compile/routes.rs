@@ -72,13 +72,13 @@ impl Compiler<'_> {
         let prefix_path = format!("{base}.match.path_prefix");
         let prefix = &r.matcher.path_prefix;
         match crate::policy::normalize_path(prefix) {
-            Ok(normal) if normal == prefix.as_str() && !prefix.contains(['?', '#']) => {}
+            Ok(normal) if normal.matching == prefix.as_str() && !prefix.contains(['?', '#', ';']) => {}
             _ => self.error(
                 &At {
                     file,
                     path: &prefix_path,
                 },
-                format!("{prefix:?} is not a normalized absolute path (expected e.g. /payments)"),
+                format!("{prefix:?} is not a normalized absolute path (expected e.g. /payments: no '.' or '..' segments, no '//', no ';', only escapes of reserved characters, in uppercase)"),
             ),
         }
 
