@@ -243,3 +243,93 @@ async fn a_crl_update_revokes_a_client_on_its_open_connection_and_its_next_one()
         "a new connection"
     );
 }
+
+/// `count` self-signed CA certificates with long names (one key for speed), as one PEM file.
+fn many_anchors(count: usize) -> String {
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+    let mut pem = String::new();
+    for i in 0..count {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("O", "Legacy Partner Federation of Example Organisations")
+            .unwrap();
+        name.append_entry_by_text("CN", &format!("Partner Issuing CA number {i:05}"))
+            .unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(i as u32 + 1).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(365).unwrap())
+            .unwrap();
+        let bc = openssl::x509::extension::BasicConstraints::new()
+            .critical()
+            .ca()
+            .build()
+            .unwrap();
+        b.append_extension(bc).unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+        pem.push_str(std::str::from_utf8(&b.build().to_pem().unwrap()).unwrap());
+    }
+    pem
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_bundle_too_large_for_a_certificate_request_sends_no_ca_names_and_handshakes_work() {
+    let pki = TestPki::new();
+    pki.write(
+        "pki/federation.pem",
+        &format!("{}{}", pki.root_pem(), many_anchors(1800)),
+    );
+    let routes = r#"
+routes:
+  - name: open
+    match: { host: api.test, path_prefix: / }
+    upstream: { address: "{backend}" }
+  - name: federated
+    match: { host: api.test, path_prefix: /partners }
+    upstream: { address: "{backend}" }
+    mtls: { mode: audit, trust: federation }
+"#;
+    let gw = TestGateway::start_edited(&pki, routes, |base| {
+        base.replace(
+            "trust_bundles:\n",
+            "trust_bundles:\n  federation:\n    ca: ../pki/federation.pem\n",
+        )
+    })
+    .await;
+    // the off route and the audited one both answer, with and without a certificate
+    for kind in [ClientKind::NoCert, ClientKind::Good] {
+        let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(kind));
+        let reply = common::client::get_once(gw.addr, &opts, "api.test", "/").await;
+        assert_eq!(reply.status, 200, "{kind:?}: {}", reply.body);
+        let reply = common::client::get_once(gw.addr, &opts, "api.test", "/partners/x").await;
+        assert_eq!(reply.status, 200, "{kind:?}");
+        let want = if kind == ClientKind::Good {
+            "pass"
+        } else {
+            "would-reject; reason=no_cert"
+        };
+        assert_eq!(reply.upstream_header("x-mtls-verdict").as_deref(), Some(want));
+    }
+    // check and the API say why no CA names are sent
+    let (_, config) = gw.admin_get("/api/config").await;
+    let warnings = config["warnings"].to_string();
+    assert!(warnings.contains("sends no CA names for api.test"), "{warnings}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .arg("check")
+        .arg(pki.policies())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning:") && text.contains("trust_bundles.federation: the CA names that host api.test"),
+        "{text}"
+    );
+}

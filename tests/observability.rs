@@ -46,7 +46,7 @@ async fn metrics(gw: &TestGateway) -> prometheus_parse::Scrape {
         .unwrap();
     tokio::spawn(conn);
     let req = hyper::Request::get("/metrics")
-        .header("host", "a")
+        .header("host", "127.0.0.1")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();

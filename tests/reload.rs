@@ -395,3 +395,107 @@ async fn a_kubernetes_configmap_symlink_swap_is_picked_up() {
     gw.wait_for_generation(generation + 1).await;
     assert_eq!(gw.admin_get("/api/routes/payments").await.1["mode"], "enforce");
 }
+
+/// `count` more routes in front of the test backend, as a second policy file.
+fn many_routes(count: usize) -> String {
+    let mut yaml = String::from("routes:\n");
+    for i in 0..count {
+        yaml.push_str(&format!(
+            "  - {{ name: bulk-{i}, match: {{ host: bulk.test, path_prefix: /r{i} }}, upstream: {{ address: \"127.0.0.1:9\" }}, mtls: {{ mode: audit, trust: internal }} }}\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_never_waits_behind_a_reload_that_is_still_compiling() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, &routes("enforce")).await;
+    // a large, valid configuration: compiling it takes far longer than a rollback
+    pki.write("policies/zz-bulk.yaml", &many_routes(5_000));
+    let control = gw.running.as_ref().unwrap().control.clone();
+    let reload = tokio::spawn(async move { control.reload(phasegate::control::ReloadSource::Api).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, body) = gw
+        .admin_post(
+            "/api/routes/payments/rollback",
+            serde_json::json!({"reason": "during a reload"}),
+        )
+        .await;
+    assert_eq!((status, body["mode"].as_str()), (200, Some("audit")), "{body}");
+    assert!(
+        !reload.is_finished(),
+        "the rollback was answered while the reload still compiled"
+    );
+    let outcome = reload.await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, phasegate::control::ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    // the rollback made during the compile survives the reload it did not wait for
+    let (_, route) = gw.admin_get("/api/routes/payments").await;
+    assert_eq!(route["mode"], "audit", "{route}");
+    assert_eq!(gw.admin_get("/api/routes/bulk-4999").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_nested_too_deep_is_refused_quickly_with_its_line() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, &routes("enforce")).await;
+    let deep = format!("routes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    pki.write("policies/deep.yaml", &deep);
+    let (_, outcome) = gw.admin_post("/api/config/reload", serde_json::json!({})).await;
+    assert_eq!(outcome["result"], "rejected", "{outcome}");
+    let problem = &outcome["problems"][0];
+    assert!(problem["file"].as_str().unwrap().ends_with("deep.yaml"), "{problem}");
+    assert!(
+        problem["message"].as_str().unwrap().contains("nesting deeper than 64"),
+        "{problem}"
+    );
+    assert_eq!(problem["line"], 1);
+    // the last good configuration keeps serving
+    let mut client = anonymous(&gw, &pki).await;
+    assert_eq!(client.get("api.test", "/payments").await.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dangling_policy_symlink_is_an_error_not_a_silently_missing_file() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, &routes("enforce")).await;
+    // the routes move to their own file; then that file becomes a link to nowhere
+    let base = pki.base_yaml(gw.addr.port());
+    let routes_yaml = routes("enforce").replace("{backend}", &gw.backend.to_string());
+    pki.write("policies/gateway.yaml", &base);
+    pki.write("policies/routes-real.yml.bak", &routes_yaml);
+    std::os::unix::fs::symlink(
+        pki.path("policies/missing-target.yaml"),
+        pki.path("policies/routes.yaml"),
+    )
+    .unwrap();
+    let (_, outcome) = gw.admin_post("/api/config/reload", serde_json::json!({})).await;
+    assert_eq!(outcome["result"], "rejected", "{outcome}");
+    let message = outcome["problems"][0]["message"].as_str().unwrap();
+    assert!(message.contains("symbolic link that leads nowhere"), "{outcome}");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .arg("check")
+        .arg(pki.policies())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("routes.yaml: is a symbolic link that leads nowhere"),
+        "{out}"
+    );
+    let mut client = anonymous(&gw, &pki).await;
+    assert_eq!(
+        client.get("api.test", "/payments").await.status,
+        403,
+        "the old routes still serve"
+    );
+    // a link that loops is the same error
+    std::fs::remove_file(pki.path("policies/routes.yaml")).unwrap();
+    std::os::unix::fs::symlink(pki.path("policies/routes.yaml"), pki.path("policies/routes.yaml")).unwrap();
+    let (_, outcome) = gw.admin_post("/api/config/reload", serde_json::json!({})).await;
+    assert_eq!(outcome["result"], "rejected", "{outcome}");
+}

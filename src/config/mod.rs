@@ -3,6 +3,7 @@
 
 mod compile;
 mod diagnostic;
+mod limits;
 mod positions;
 mod raw;
 

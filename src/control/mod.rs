@@ -273,30 +273,46 @@ impl ControlPlane {
         Ok((plane, ControlHandle { tx, status }, shared))
     }
 
+    /// Runs commands until every handle is gone. A reload compiles on a blocking thread
+    /// while the loop goes on: a rollback, a mode change or a clear never waits behind a
+    /// reload, whatever the policy directory holds. Reloads asked for while one compiles are
+    /// answered by one more compile after it (the files may have changed meanwhile).
     pub async fn run(mut self) {
-        while let Some(command) = self.rx.recv().await {
-            match command {
-                Command::Reload { source, reply } => {
-                    let outcome = self.reload(source).await;
-                    let _ = reply.send(outcome);
-                }
-                Command::Override { route, request, reply } => {
-                    let _ = reply.send(self.change_mode(&route, request));
+        type Replies = Vec<(ReloadSource, oneshot::Sender<ReloadOutcome>)>;
+        let mut compiling: Option<(tokio::task::JoinHandle<Result<CompiledConfig, Diagnostics>>, Replies)> = None;
+        let mut queued: Replies = Vec::new();
+        loop {
+            if compiling.is_none() && !queued.is_empty() {
+                let dir = self.config_dir.clone();
+                let task = tokio::task::spawn_blocking(move || config::load(&dir));
+                compiling = Some((task, std::mem::take(&mut queued)));
+            }
+            tokio::select! {
+                command = self.rx.recv() => match command {
+                    None => break,
+                    Some(Command::Reload { source, reply }) => queued.push((source, reply)),
+                    Some(Command::Override { route, request, reply }) => {
+                        let _ = reply.send(self.change_mode(&route, request));
+                    }
+                },
+                compiled = async { (&mut compiling.as_mut().expect("guarded").0).await }, if compiling.is_some() => {
+                    let (_, replies) = compiling.take().expect("guarded");
+                    let compiled = compiled.unwrap_or_else(|e| {
+                        Err(Diagnostics::whole_file(&self.config_dir, format!("reload task failed: {e}")))
+                    });
+                    let source = replies.first().map_or(ReloadSource::Api, |(s, _)| *s);
+                    let outcome = self.finish_reload(compiled, source);
+                    for (_, reply) in replies {
+                        let _ = reply.send(outcome.clone());
+                    }
                 }
             }
         }
     }
 
-    async fn reload(&mut self, source: ReloadSource) -> ReloadOutcome {
-        let dir = self.config_dir.clone();
-        let compiled = tokio::task::spawn_blocking(move || config::load(&dir))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Diagnostics::whole_file(
-                    &self.config_dir,
-                    format!("reload task failed: {e}"),
-                ))
-            });
+    /// Applies a compiled configuration, or records why it was rejected. The overrides in
+    /// force now (set while it compiled) carry over.
+    fn finish_reload(&mut self, compiled: Result<CompiledConfig, Diagnostics>, source: ReloadSource) -> ReloadOutcome {
         let at = unix_now();
         let current = self.snapshot.load_full();
         let result = compiled.and_then(|config| {

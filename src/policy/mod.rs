@@ -19,6 +19,6 @@ pub use reason::Reason;
 pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
 pub use snapshot::{
     AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind, Overrides, Route, RouteRuntime,
-    ServerCertificate, ShadowPolicy, SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls,
+    ServerCertificate, ShadowPolicy, SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls, MAX_CA_NAMES_BYTES,
 };
 pub use staging::{percentile, ExemptClient, Exemption};

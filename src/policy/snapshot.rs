@@ -73,7 +73,15 @@ pub struct TrustBundle {
     pub anchors: TrustAnchors,
     /// The files it was built from, for the admin page's certificate view.
     pub sources: Vec<PathBuf>,
+    /// Bytes the anchors' names take in a CertificateRequest (DER plus length prefix).
+    pub ca_name_bytes: usize,
+    /// Where the bundle is defined: (policy file index, YAML path), for warnings.
+    pub defined_at: (usize, String),
 }
+
+/// The most CA names a TLS CertificateRequest can carry: the list is a 16-bit length.
+/// Beyond it the gateway sends no names rather than failing every handshake.
+pub const MAX_CA_NAMES_BYTES: usize = 65_535;
 
 pub struct Route {
     pub name: Arc<str>,

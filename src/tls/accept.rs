@@ -194,6 +194,12 @@ fn acceptable_ca_names(snapshot: &Snapshot, sni: Option<&str>) -> Option<Stack<X
     let mut bundles: Vec<usize> = routes.iter().filter_map(|&r| config.routes[r].trust).collect();
     bundles.sort_unstable();
     bundles.dedup();
+    // more names than a CertificateRequest can carry would fail every handshake on the
+    // host: send none (check and the admin page warn about it)
+    let bytes: usize = bundles.iter().map(|&b| config.bundles[b].ca_name_bytes).sum();
+    if bytes > crate::policy::MAX_CA_NAMES_BYTES {
+        return None;
+    }
     let mut names = Stack::new().ok()?;
     for b in bundles {
         for anchor in config.bundles[b].anchors.anchors() {

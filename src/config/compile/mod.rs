@@ -46,13 +46,16 @@ impl SourceFile {
 
 /// The policy files of `dir`: every `*.yaml` / `*.yml` (not hidden files, so the `..data`
 /// directory of a Kubernetes ConfigMap mount is seen through its symlinks), in name order.
+/// A symbolic link is listed even when it leads nowhere, so that reading it fails loudly
+/// instead of the file silently missing from the configuration.
 pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && p.is_file()
+            let is_link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && (p.is_file() || is_link)
         })
         .collect();
     paths.sort();
@@ -69,9 +72,9 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
     let mut sources = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        match std::fs::read_to_string(&path) {
+        match read_policy_file(&path) {
             Ok(text) => sources.push(SourceFile::new(path, text)),
-            Err(e) => problems.extend(Diagnostics::whole_file(&path, format!("cannot read: {e}")).0),
+            Err(message) => problems.extend(Diagnostics::whole_file(&path, message).0),
         }
     }
     if problems.is_empty() {
@@ -79,6 +82,35 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
     } else {
         Err(Diagnostics(problems))
     }
+}
+
+/// The largest policy file read: far beyond any real configuration, small enough that a
+/// file filled by mistake (or on purpose) cannot stall the control plane.
+pub const MAX_POLICY_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+fn read_policy_file(path: &Path) -> Result<String, String> {
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let meta = std::fs::metadata(path).map_err(|e| match link {
+        true => format!("is a symbolic link that leads nowhere (dangling or looping): {e}"),
+        false => format!("cannot read: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err("is not a regular file (expected a YAML policy file)".to_string());
+    }
+    let too_big = |len: u64| format!("is {len} bytes, more than a policy file may be ({MAX_POLICY_FILE_BYTES} bytes)");
+    if meta.len() > MAX_POLICY_FILE_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    // read at most one byte past the limit: the file may have grown since it was measured
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_POLICY_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
 /// Parses, validates and compiles a set of policy files as one configuration.
@@ -178,6 +210,7 @@ impl<'a> Compiler<'a> {
         let (bundles, bundle_ids) = self.trust_bundles(files);
         let listeners = self.listeners(files);
         let (routes, table) = self.routes(files, &bundle_ids);
+        self.check_ca_names(&bundles, &routes, &table);
         let owners = self.owners(files);
         let hash = std::mem::replace(&mut self.hash, Sha256::new()).finish();
         CompiledConfig {
@@ -205,6 +238,15 @@ impl<'a> Compiler<'a> {
 fn parse(source: &SourceFile) -> Result<RawFile, Diagnostic> {
     if source.text.trim().is_empty() {
         return Ok(RawFile::default());
+    }
+    if let Err(excess) = super::limits::check(&source.text) {
+        return Err(Diagnostic {
+            file: source.path.clone(),
+            line: excess.line,
+            column: excess.column,
+            path: String::new(),
+            message: excess.message,
+        });
     }
     if let Ok(raw) = serde_yaml::from_str::<RawFile>(&source.text) {
         return Ok(raw);

@@ -7,7 +7,7 @@ use openssl::x509::{X509Crl, X509};
 
 use super::{first_error, At, BundleIds, Compiler};
 use crate::config::raw::*;
-use crate::policy::{CrlStale, TrustBundle};
+use crate::policy::{CrlStale, Route, RouteTable, TrustBundle, MAX_CA_NAMES_BYTES};
 use crate::tls::{describe, describe_name, unix_time, ChainLimits, Relaxed, StrictCheck, TrustAnchors};
 
 /// A CRL with where it came from, for warnings.
@@ -109,6 +109,10 @@ impl Compiler<'_> {
                 sources.extend(b.intermediates.iter().map(|p| self.resolve(&at, p)));
                 sources.extend(b.crl.iter().map(|p| self.resolve(&at, p)));
                 let crls: Vec<X509Crl> = crls.into_iter().map(|c| c.crl).collect();
+                let ca_name_bytes = anchors
+                    .iter()
+                    .map(|a| a.subject_name().to_der().map_or(0, |d| d.len() + 2))
+                    .sum();
                 let crl_next_updates: Vec<(String, i64)> = crls
                     .iter()
                     .map(|c| {
@@ -138,6 +142,8 @@ impl Compiler<'_> {
                                 crl_next_updates: crl_next_updates.clone(),
                                 anchors: compiled,
                                 sources: sources.clone(),
+                                ca_name_bytes,
+                                defined_at: (file, base.clone()),
                             });
                         }
                         Err(e) => {
@@ -153,6 +159,35 @@ impl Compiler<'_> {
             }
         }
         (bundles, ids)
+    }
+
+    /// Warns where the CA names a host's routes trust cannot fit in a CertificateRequest:
+    /// the gateway then sends none for that host (clients choose a certificate unaided).
+    pub(super) fn check_ca_names(&mut self, bundles: &[TrustBundle], routes: &[Route], table: &RouteTable) {
+        let mut hosts: Vec<&str> = table.hosts().collect();
+        hosts.sort_unstable();
+        for host in hosts {
+            let mut used: Vec<usize> = table.routes_of_host(host).filter_map(|r| routes[r].trust).collect();
+            used.sort_unstable();
+            used.dedup();
+            let total: usize = used.iter().map(|&b| bundles[b].ca_name_bytes).sum();
+            if total <= MAX_CA_NAMES_BYTES {
+                continue;
+            }
+            let Some(&largest) = used.iter().max_by_key(|&&b| bundles[b].ca_name_bytes) else {
+                continue;
+            };
+            let bundle = &bundles[largest];
+            let (file, path) = bundle.defined_at.clone();
+            self.warn(
+                &At { file, path: &path },
+                format!(
+                    "the CA names that host {host} asks clients for take {total} bytes ({} anchors in trust bundle {}); a TLS CertificateRequest carries at most {MAX_CA_NAMES_BYTES}, so the gateway sends no CA names for {host} (clients then choose a certificate without the hint; handshakes still work)",
+                    bundle.anchors.anchors().len(),
+                    bundle.name
+                ),
+            );
+        }
     }
 
     /// `relax: [check, ...]`; `None` after reporting a name that is not a relaxable check.
