@@ -168,7 +168,9 @@ impl Gateway {
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         let proxy = MtlsProxy::new(snapshot.clone(), recorder.clone(), &settings.instance_id);
-        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "phasegate proxy");
+        // the proxy app inside a total deadline for each request head (proxy/head_deadline.rs)
+        let app = crate::proxy::HeadDeadline::new(pingora::proxy::http_proxy(&server.configuration, proxy));
+        let mut service = pingora::services::listening::Service::new("phasegate proxy".to_string(), app);
         let mut listeners = Vec::new();
         for listener in &config.listeners {
             let tls =

@@ -166,3 +166,96 @@ async fn sigterm_lets_in_flight_requests_complete() {
     let exited = tokio::task::spawn_blocking(move || gw.wait()).await.unwrap();
     assert!(exited.status.code().is_some(), "{:?}", exited.status);
 }
+
+/// Makes the files of a directory immutable until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        set_immutable(&self.0, false);
+    }
+}
+
+/// `chattr +i` / `-i` on every file of the state directory (root on ext4 and most Linux
+/// file systems); false where the attribute cannot be set.
+fn set_immutable(dir: &std::path::Path, on: bool) -> bool {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    files.iter().all(|f| {
+        std::process::Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(f)
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_state_files_do_not_take_the_gateway_down() {
+    let pki = TestPki::new();
+    let backend = common::echo_backend().await;
+    let audited = format!(
+        "{}  - name: spare\n    match: {{ host: other.test }}\n    upstream: {{ address: \"{{backend}}\" }}\n    mtls: {{ mode: audit, trust: internal }}\n",
+        ROUTES.replace("mode: enforce", "mode: audit")
+    );
+    let mut gw = GatewayProcess::start(&pki, &audited, backend.addr, &[]).await;
+    let admin = gw.admin(Some(common::ADMIN_TOKEN));
+    let (status, _) = admin
+        .call(
+            http::Method::POST,
+            "/api/routes/spare/rollback",
+            Some(serde_json::json!({"to": "off"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "an override on disk before the files turn immutable");
+    let anonymous = ClientOptions::new(pki.root_pem(), "api.test");
+    let certified = ClientOptions::new(pki.root_pem(), "api.test").cert(pki.client(ClientKind::Good));
+    // some history on disk first, so the database and its WAL files exist
+    for _ in 0..5 {
+        common::client::get_once(gw.addr, &anonymous, "api.test", "/").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = pki.path("state");
+    let guard = Immutable(state.clone());
+    if !set_immutable(&state, true) {
+        eprintln!("skipped: chattr +i is not available here (needs root on a file system with the attribute)");
+        return;
+    }
+    // traffic that must be recorded, flushes that fail, a rollback that cannot be saved
+    let mut served = 0;
+    for round in 0..30 {
+        let opts = if round % 2 == 0 { &anonymous } else { &certified };
+        let Ok(mut client) = common::Client::connect(gw.addr, opts).await else {
+            break;
+        };
+        let Ok(reply) = client.request("api.test", &format!("/r{round}"), &[]).await else {
+            break;
+        };
+        served += usize::from(reply.status == 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let clear = admin
+        .call(http::Method::DELETE, "/api/routes/spare/override", None)
+        .await;
+    let alive = gw.exited();
+    drop(guard);
+    assert_eq!(alive, None, "the gateway died");
+    assert_eq!(served, 30);
+    let (status, outcome) = clear.unwrap();
+    assert_eq!(
+        (status, outcome["persisted"].as_bool()),
+        (200, Some(false)),
+        "{outcome}"
+    );
+    assert_eq!(outcome["mode"], "audit", "in force although not saved: {outcome}");
+    let (_, config) = gw
+        .admin(None)
+        .call(http::Method::GET, "/api/config", None)
+        .await
+        .unwrap();
+    assert!(config["audit_store"]["errors"].as_u64().unwrap() >= 1, "{config}");
+}

@@ -369,3 +369,39 @@ async fn identity_headers_are_stripped_at_any_length_over_http1_and_http2() {
         assert_eq!(headers["x-keep"][0], "1");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_trickles_in_is_cut_off_at_the_header_deadline() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start_edited(&pki, ROUTES, |b| {
+        b.replace("    tls:\n", "    request_header_timeout: 1s\n    tls:\n")
+    })
+    .await;
+    // one header line every 300 ms: each read is quick, the head never ends
+    let mut parts: Vec<(&[u8], std::time::Duration)> =
+        vec![(b"GET / HTTP/1.1\r\nHost: api.test\r\n", std::time::Duration::ZERO)];
+    for _ in 0..12 {
+        parts.push((b"X-Slow: 1\r\n", std::time::Duration::from_millis(300)));
+    }
+    let started = std::time::Instant::now();
+    let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts).await;
+    let elapsed = started.elapsed();
+    // the connection is closed at the deadline: a write fails, or nothing comes back
+    assert!(
+        response.as_deref().map_or(true, |r| !r.contains("200 OK")),
+        "{response:?}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(3),
+        "cut off at ~1s, not after {elapsed:?}"
+    );
+    // a slow but complete head within the deadline is served
+    let parts: Vec<(&[u8], std::time::Duration)> = vec![
+        (b"GET / HTTP/1.1\r\nHost: api.test\r\n", std::time::Duration::ZERO),
+        (b"Connection: close\r\n\r\n", std::time::Duration::from_millis(400)),
+    ];
+    let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts)
+        .await
+        .unwrap();
+    assert_eq!(status(&response), 200, "{response}");
+}

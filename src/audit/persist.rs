@@ -94,6 +94,12 @@ impl AuditStore {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = Connection::open(path).map_err(err)?;
+        // One process owns its state directory. Exclusive locking, set before WAL, keeps
+        // the WAL index in the heap instead of a memory-mapped `-shm` file: a mapped file
+        // that cannot be extended (immutable, a full or failing disk) raises SIGBUS and
+        // would take the gateway down; a failed write is only an error.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(err)?;
+        conn.pragma_update(None, "mmap_size", 0).map_err(err)?;
         // WAL: a crash mid-write leaves the last committed batch intact.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;

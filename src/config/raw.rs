@@ -51,6 +51,9 @@ pub struct RawListener {
     /// How long a client may take to send its ClientHello (e.g. `10s`).
     #[serde(default)]
     pub handshake_timeout: Option<String>,
+    /// How long a client may take to send a whole request head (e.g. `30s`).
+    #[serde(default)]
+    pub request_header_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,9 @@ pub struct Listener {
     pub certificates: Vec<Arc<ServerCertificate>>,
     /// A client that has not sent its ClientHello by then is dropped.
     pub handshake_timeout: std::time::Duration,
+    /// A request head not complete by then (from the connection's start, or on a kept-alive
+    /// connection from the end of the keep-alive wait) closes the connection.
+    pub request_header_timeout: std::time::Duration,
 }
 
 /// A certificate the gateway presents: leaf first, then its chain.

@@ -2,6 +2,7 @@
 //! audit record and the upstream. No business rules live here.
 
 mod decide;
+mod head_deadline;
 mod headers;
 mod respond;
 
@@ -18,6 +19,7 @@ use crate::policy::{Mode, RouteId, SharedSnapshot, Snapshot, Verdict};
 use crate::tls::ConnectionTls;
 use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
+pub use head_deadline::HeadDeadline;
 pub use headers::{prepare_upstream_request, strip_identity_headers};
 use respond::respond;
 pub use respond::Refusal;
@@ -112,6 +114,9 @@ impl ProxyHttp for MtlsProxy {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|ssl| ssl.extension.get::<ConnectionTls>());
+        if let Some(conn) = conn {
+            conn.head_read();
+        }
 
         let now = (self.clock)();
         let source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());

@@ -157,7 +157,13 @@ impl TlsAccept for HandshakeCallbacks {
         let requested = ssl.verify_mode().contains(SslVerifyMode::PEER);
         let peer = PeerCertificate::from_handshake(ssl, &self.leaves);
         self.recorder.handshakes().count(requested, peer.is_some());
-        let connection = ConnectionTls::new(sni, requested, peer);
+        let header_timeout = self
+            .snapshot
+            .load()
+            .config
+            .listener(&self.listener)
+            .map_or(std::time::Duration::from_secs(30), |l| l.request_header_timeout);
+        let connection = ConnectionTls::new(sni, requested, peer).with_request_header_timeout(header_timeout);
         if let Some(peer) = &connection.peer {
             self.recorder.certificate_seen(peer, crate::proxy::unix_now());
         }

@@ -17,6 +17,10 @@ pub struct ConnectionTls {
     pub client_cert_requested: bool,
     pub peer: Option<Arc<PeerCertificate>>,
     verdicts: ArcSwapOption<VerdictCache>,
+    /// The listener's `request_header_timeout`, fixed at the handshake.
+    pub request_header_timeout: std::time::Duration,
+    /// Request heads read on this connection so far: the head deadline watches it.
+    heads_read: std::sync::atomic::AtomicU64,
 }
 
 /// Chain outcomes for one config generation, one slot per trust bundle, each computed on
@@ -39,7 +43,23 @@ impl ConnectionTls {
             client_cert_requested,
             peer: peer.map(Arc::new),
             verdicts: ArcSwapOption::empty(),
+            request_header_timeout: std::time::Duration::from_secs(30),
+            heads_read: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    pub fn with_request_header_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_header_timeout = timeout;
+        self
+    }
+
+    /// A request head was read on this connection.
+    pub fn head_read(&self) {
+        self.heads_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn heads_read(&self) -> u64 {
+        self.heads_read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The evidence for routes that trust `bundle`, verified at most once per connection,

@@ -108,6 +108,11 @@ impl GatewayProcess {
         wait_for_port(self.admin_addr).await;
     }
 
+    /// `None` while the process runs; its exit status once it has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }

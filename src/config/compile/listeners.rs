@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{At, Compiler};
 use crate::config::raw::*;
@@ -59,36 +60,38 @@ impl Compiler<'_> {
                         certificates.push(Arc::new(cert));
                     }
                 }
-                let timeout_path = format!("{base}.handshake_timeout");
-                let handshake_timeout = match &l.handshake_timeout {
-                    None => Some(std::time::Duration::from_secs(10)),
-                    Some(text) => match humantime::parse_duration(text) {
-                        Ok(d)
-                            if d >= std::time::Duration::from_millis(100)
-                                && d <= std::time::Duration::from_secs(60) =>
-                        {
-                            Some(d)
-                        }
-                        _ => {
-                            self.error(
-                                &At {
-                                    file,
-                                    path: &timeout_path,
-                                },
-                                format!("{text:?} is not a duration between 100ms and 60s (expected e.g. 10s)"),
-                            );
-                            None
-                        }
-                    },
-                };
-                if let (Some(address), false, Some(handshake_timeout)) =
-                    (address, certificates.is_empty(), handshake_timeout)
-                {
+                let handshake_timeout = self.bounded_duration(
+                    file,
+                    &format!("{base}.handshake_timeout"),
+                    l.handshake_timeout.as_deref(),
+                    (
+                        Duration::from_secs(10),
+                        Duration::from_millis(100),
+                        Duration::from_secs(60),
+                    ),
+                );
+                let request_header_timeout = self.bounded_duration(
+                    file,
+                    &format!("{base}.request_header_timeout"),
+                    l.request_header_timeout.as_deref(),
+                    (
+                        Duration::from_secs(30),
+                        Duration::from_millis(100),
+                        Duration::from_secs(300),
+                    ),
+                );
+                if let (Some(address), false, Some(handshake_timeout), Some(request_header_timeout)) = (
+                    address,
+                    certificates.is_empty(),
+                    handshake_timeout,
+                    request_header_timeout,
+                ) {
                     listeners.push(Listener {
                         name: l.name.clone(),
                         address,
                         certificates,
                         handshake_timeout,
+                        request_header_timeout,
                     });
                 }
             }
@@ -100,6 +103,33 @@ impl Compiler<'_> {
             );
         }
         listeners
+    }
+
+    /// A duration given as text, `default` when absent; `None` after reporting one outside
+    /// `min..=max`. `bounds` is (default, min, max).
+    fn bounded_duration(
+        &mut self,
+        file: usize,
+        path: &str,
+        text: Option<&str>,
+        (default, min, max): (Duration, Duration, Duration),
+    ) -> Option<Duration> {
+        let Some(text) = text else { return Some(default) };
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= min && d <= max => Some(d),
+            _ => {
+                self.error(
+                    &At { file, path },
+                    format!(
+                        "{text:?} is not a duration between {} and {} (expected e.g. {})",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max),
+                        humantime::format_duration(default)
+                    ),
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn server_certificate(
