@@ -81,14 +81,16 @@ impl Compiler<'_> {
                         }
                     },
                 };
-                if let (Some(address), false, Some(handshake_timeout)) =
-                    (address, certificates.is_empty(), handshake_timeout)
+                let refusal_page = self.refusal_page(file, &format!("{base}.refusal_page"), l.refusal_page.as_ref());
+                if let (Some(address), false, Some(handshake_timeout), Some(refusal_page)) =
+                    (address, certificates.is_empty(), handshake_timeout, refusal_page)
                 {
                     listeners.push(Listener {
                         name: l.name.clone(),
                         address,
                         certificates,
                         handshake_timeout,
+                        refusal_page,
                     });
                 }
             }
