@@ -11,7 +11,12 @@ const MAX_MESSAGE: usize = 1000;
 
 impl Compiler<'_> {
     /// `None` when the block has problems (each reported with its path).
-    pub(super) fn refusal_page(&mut self, file: usize, base: &str, raw: Option<&RawRefusalPage>) -> Option<RefusalPage> {
+    pub(super) fn refusal_page(
+        &mut self,
+        file: usize,
+        base: &str,
+        raw: Option<&RawRefusalPage>,
+    ) -> Option<RefusalPage> {
         let Some(raw) = raw else {
             return Some(RefusalPage::default());
         };
@@ -42,7 +47,10 @@ impl Compiler<'_> {
 fn help_url_problem(url: &str) -> Option<String> {
     let expected = "expected e.g. https://help.example/enrol";
     if url.len() > MAX_URL {
-        return Some(format!("the URL is {} characters long (expected at most {MAX_URL})", url.len()));
+        return Some(format!(
+            "the URL is {} characters long (expected at most {MAX_URL})",
+            url.len()
+        ));
     }
     let rfc3986 = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
     let parsed = url
@@ -80,7 +88,11 @@ fn text_problem(text: &str, max: usize, multiline: bool) -> Option<String> {
         .chars()
         .any(|c| (c.is_control() && !(multiline && c == '\n')) || bidi(c))
     {
-        let lines = if multiline { ", line breaks allowed" } else { " on one line" };
+        let lines = if multiline {
+            ", line breaks allowed"
+        } else {
+            " on one line"
+        };
         return Some(format!(
             "{text:?} contains a control or bidirectional-override character (expected plain text{lines})"
         ));
