@@ -330,3 +330,53 @@ async fn the_certificates_page_says_which_bundles_relax_the_strict_profile() {
     d.screenshot("certificates-trust-bundles").await;
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_page_lists_certificates_to_renew_with_their_owner() {
+    let pki = TestPki::new();
+    let routes = r##"
+owners:
+  - { match: { uri_prefix: "spiffe://test.example/devices/" }, team: laptops, contact: "#it-desk" }
+routes:
+  - name: portal
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: enforce, trust: internal, renewal_window: 21d }
+"##;
+    let gw = TestGateway::start(&pki, routes).await;
+    let now = time::OffsetDateTime::now_utc();
+    let laptop = pki.issue(
+        &phasegate::devpki::LeafSpec::client("spiffe://test.example/devices/laptop-7")
+            .valid(now - time::Duration::days(355), now + time::Duration::days(10)),
+    );
+    let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(Some(laptop));
+    assert_eq!(
+        common::client::get_once(gw.addr, &opts, "api.test", "/").await.status,
+        200
+    );
+    let d = browser(1280, 900).await;
+    d.b()
+        .goto(&format!("http://{}/#/route/portal", gw.admin))
+        .await
+        .unwrap();
+    let row = d
+        .text_of(
+            "#renewals tr[data-client='uri:spiffe://test.example/devices/laptop-7']",
+            |t| t.contains("laptops"),
+        )
+        .await;
+    assert!(row.contains("#it-desk") && row.contains("renew"), "{row}");
+    let days = d.text_of("#renewals [data-field='days-left']", |t| !t.is_empty()).await;
+    assert!(days.starts_with('9') || days.starts_with("10"), "{days}");
+    // nobody would be rejected: the owner appears with the renewal, not among the rejected
+    let owners = d.text_of("#owners", |t| t.contains("Nobody to tell")).await;
+    assert!(!owners.contains("laptops"), "{owners}");
+    let caption = d.text_of("#renewals-caption", |t| t.contains("21 days")).await;
+    assert_eq!(caption, "Certificates that expire within 21 days, soonest first");
+    d.b()
+        .execute("document.getElementById('renewals-h').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    d.screenshot("route-detail-renewals").await;
+    d.close().await;
+}

@@ -14,9 +14,9 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_http::RequestHeader;
 
-use crate::audit::{Recorder, RejectionEvent};
-use crate::policy::{Mode, RefusalPage, RouteId, SharedSnapshot, Snapshot, Verdict};
-use crate::tls::ConnectionTls;
+use crate::audit::{renewal_due, Recorder, RejectionEvent};
+use crate::policy::{Mode, RefusalPage, Route, RouteId, SharedSnapshot, Snapshot, Verdict};
+use crate::tls::{ConnectionTls, PeerCertificate};
 use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
 pub use headers::{prepare_upstream_request, strip_identity_headers};
@@ -80,7 +80,19 @@ impl MtlsProxy {
         format!("{}-{:x}", self.instance, ctx.request_id)
     }
 
-    /// Answers for the backend: the route's refusal page words over the listener's.
+    /// A verified certificate inside the route's renewal window goes on the renewal list
+    /// while the gateway can still name its holder.
+    fn note_renewal(&self, conn: &ConnectionTls, route: &Route, peer: &Arc<PeerCertificate>, now: i64) {
+        let due = peer
+            .identity
+            .as_ref()
+            .is_ok_and(|id| renewal_due(id, route.renewal_window, now));
+        if due && conn.first_renewal_note(&route.name) {
+            self.recorder.renewal_due(route.name.clone(), peer.clone(), now);
+        }
+    }
+
+    /// Answers in the backend's place, with the route's refusal page words over the listener's.
     async fn refuse(
         &self,
         session: &mut Session,
@@ -151,6 +163,9 @@ impl ProxyHttp for MtlsProxy {
         let verdict = decision.verdict;
 
         let peer = conn.and_then(|c| c.peer.clone());
+        if let (true, Some(conn), Some(peer)) = (decided.identity_verified, conn, &peer) {
+            self.note_renewal(conn, route, peer, now);
+        }
         let grpc = respond::is_grpc(session.req_header());
         ctx.streaming = grpc || session.is_upgrade_req();
         // a gRPC method is named by its path: /package.Service/Method

@@ -17,6 +17,8 @@ pub struct ConnectionTls {
     pub client_cert_requested: bool,
     pub peer: Option<Arc<PeerCertificate>>,
     verdicts: ArcSwapOption<VerdictCache>,
+    /// Routes this connection already reported the certificate's renewal for.
+    renewals_noted: std::sync::Mutex<Vec<Arc<str>>>,
 }
 
 /// Chain outcomes for one config generation, one slot per trust bundle, each computed on
@@ -39,7 +41,20 @@ impl ConnectionTls {
             client_cert_requested,
             peer: peer.map(Arc::new),
             verdicts: ArcSwapOption::empty(),
+            renewals_noted: std::sync::Mutex::default(),
         }
+    }
+
+    /// True the first time a request on this connection notes `route` for renewal: one
+    /// report per connection and route, not per request. Only requests whose certificate is
+    /// inside its renewal window get here, so a clean pass takes no lock.
+    pub fn first_renewal_note(&self, route: &Arc<str>) -> bool {
+        let mut noted = self.renewals_noted.lock().unwrap_or_else(|e| e.into_inner());
+        if noted.iter().any(|r| r == route) {
+            return false;
+        }
+        noted.push(route.clone());
+        true
     }
 
     /// The evidence for routes that trust `bundle`, verified at most once per connection,
