@@ -940,6 +940,15 @@
         h("h2", { id: "owners-h", text: "By owner" }),
         h("p", { class: "muted small", text: "Whom to tell before enforcing: the clients above grouped by the owners: section of the policy (phasegate notify-list prints the same)." }),
         h("div", { id: "owners" })),
+      h("section", { class: "renewals-section", "aria-labelledby": "renewals-h" },
+        h("h2", { id: "renewals-h", text: "Certificates to renew" }),
+        h("p", { class: "muted small", text: "Client certificates that verified on this route and expire soon, with whom to tell: once expired, a browser no longer offers them and their holder becomes an anonymous no_cert visit (phasegate notify-list prints the same)." }),
+        h("div", { class: "table-wrap" },
+          h("table", { id: "renewals", class: "data stack" },
+            h("caption", { id: "renewals-caption", text: "Certificates to renew, soonest expiry first" }),
+            h("thead", null, h("tr", null,
+              ["Client", "Owner", "Expires", "Days left", "Last seen"].map((t) => h("th", { scope: "col", text: t })))),
+            h("tbody")))),
       h("section", { id: "shadow-section", class: "shadow-section", "aria-labelledby": "shadow-h", hidden: true },
         h("h2", { id: "shadow-h", text: "Shadow policy" }),
         h("p", { id: "shadow-summary" }),
@@ -1033,7 +1042,8 @@
   function renderOwners(view, owners) {
     const box = $("#owners", view.section);
     if (!box) return;
-    const groups = owners && Array.isArray(owners.groups) ? owners.groups : [];
+    // groups with only certificates to renew are shown below, with the renewals
+    const groups = (owners && Array.isArray(owners.groups) ? owners.groups : []).filter((g) => (g.clients || []).length);
     renderIfChanged(box, groups, () => {
       if (!groups.length) return h("p", { class: "muted", text: "Nobody to tell: no would-be-rejected clients." });
       return h("ul", { class: "owner-groups" }, groups.map((g) =>
@@ -1045,6 +1055,27 @@
               h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" }),
               h("span", { class: "muted", text: ` ${fmtNum(c.count)} request(s)` })))))));
     });
+  }
+
+  // Certificates due for renewal, with their owner (from the same answer as the groups).
+  function renderRenewals(view, owners) {
+    const table = $("#renewals", view.section);
+    if (!table) return;
+    const groups = owners && Array.isArray(owners.groups) ? owners.groups : [];
+    const days = Math.round(num(owners && owners.renewal_window_secs) / 86400) || 30;
+    $("#renewals-caption", table).textContent = `Certificates that expire within ${days} days, soonest first`;
+    const rows = groups.flatMap((g) => (g.renewals || []).map((r) => ({ g, r })))
+      .sort((a, b) => num(a.r.certificate && a.r.certificate.not_after) - num(b.r.certificate && b.r.certificate.not_after));
+    const td = (label, field, ...kids) => h("td", { "data-field": field, "data-label": label }, kids);
+    renderIfChanged($("tbody", table), [rows, days, Math.floor(Date.now() / 10000)], () => rows.length ? rows.map(({ g, r }) =>
+      h("tr", { "data-client": r.client ?? "", class: r.expired ? "is-expired" : "is-expiring" },
+        h("th", { scope: "row", "data-field": "client", "data-label": "Client" }, h("code", { class: "client-id", text: r.client ?? "?" })),
+        td("Owner", "owner", g.team ?? "unowned", g.contact ? h("span", { class: "muted", text: ` (${g.contact})` }) : null),
+        td("Expires", "not-after", timeEl(r.certificate && r.certificate.not_after, { rel: false })),
+        td("Days left", "days-left", daysLeftText(r),
+          r.expired ? [" ", h("span", { class: "badge expired", text: "expired" })] : [" ", h("span", { class: "badge expiring", text: "renew" })]),
+        td("Last seen", "last-seen", timeEl(r.last_seen))))
+      : h("tr", { class: "empty" }, h("td", { colspan: 5, text: `No certificate seen on this route expires within ${days} days` })));
   }
 
   // The candidate policy's disagreements with the live one.
@@ -1437,6 +1468,7 @@
           view.section.classList.remove("missing");
           renderRouteDetail(view, route || {}, rej, r1h, r7d);
           renderOwners(view, owners);
+          renderRenewals(view, owners);
           renderShadow(view, shadow);
           renderConfigAlert(cfg);
           viewError(view.section, null);

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, Client, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use common::browser::{browser, Driver};
+use common::{Client, ClientOptions, TestGateway, TestPki, ADMIN_TOKEN};
+use fantoccini::Locator;
 
 const ROUTES: &str = r#"
 routes:
@@ -34,118 +33,12 @@ routes:
       auto_rollback: { max_reject_ratio: 0.05, window: 60s, min_requests: 50 }
 "#;
 
-struct Driver {
-    process: Child,
-    browser: Option<Browser>,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-/// Starts chromedriver and a headless Chromium session.
-async fn browser(width: u32, height: u32) -> Driver {
-    let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&driver).exists() && std::path::Path::new(&chromium).exists(),
-        "browser tests need Chromium and ChromeDriver: apt-get install chromium chromium-driver (or set CHROMIUM and CHROMEDRIVER)"
-    );
-    let port = free_port();
-    let process = Command::new(&driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    common::wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let profile = tempfile::tempdir().unwrap();
-    let caps = serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", format!("--window-size={width},{height}"),
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }
-    });
-    let caps = caps.as_object().unwrap().clone().into_iter().collect();
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session");
-    Driver {
-        process,
-        browser: Some(browser),
-        _profile: profile,
-    }
-}
-
 impl Driver {
-    fn b(&self) -> &Browser {
-        self.browser.as_ref().unwrap()
-    }
-
-    /// Waits up to 10 s for an element whose text satisfies `ok`; returns the text.
-    async fn text_of(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        for _ in 0..200 {
-            if let Ok(e) = self.b().find(Locator::Css(css)).await {
-                if let Ok(t) = e.text().await {
-                    if ok(&t) {
-                        return t;
-                    }
-                    last = t;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.screenshot("failure").await;
-        panic!("{css} never matched; last text: {last:?}");
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self
-            .b()
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"));
-        e.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
-    }
-
-    async fn screenshot(&self, name: &str) -> PathBuf {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        if let Ok(png) = self.b().screenshot().await {
-            std::fs::write(&path, png).unwrap();
-            println!("screenshot: {}", path.display());
-        }
-        path
-    }
-
     async fn set_token(&self, token: &str) {
         let input = self.b().find(Locator::Id("admin-token")).await.unwrap();
         input.send_keys(token).await.unwrap();
         self.click("#save-token").await;
         self.text_of("#token-state", |t| t.contains("token set")).await;
-    }
-
-    async fn close(mut self) {
-        if let Some(b) = self.browser.take() {
-            let _ = b.close().await;
-        }
     }
 }
 
@@ -435,5 +328,55 @@ async fn the_certificates_page_says_which_bundles_relax_the_strict_profile() {
         "{strict}"
     );
     d.screenshot("certificates-trust-bundles").await;
+    d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_page_lists_certificates_to_renew_with_their_owner() {
+    let pki = TestPki::new();
+    let routes = r##"
+owners:
+  - { match: { uri_prefix: "spiffe://test.example/devices/" }, team: laptops, contact: "#it-desk" }
+routes:
+  - name: portal
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: enforce, trust: internal, renewal_window: 21d }
+"##;
+    let gw = TestGateway::start(&pki, routes).await;
+    let now = time::OffsetDateTime::now_utc();
+    let laptop = pki.issue(
+        &phasegate::devpki::LeafSpec::client("spiffe://test.example/devices/laptop-7")
+            .valid(now - time::Duration::days(355), now + time::Duration::days(10)),
+    );
+    let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(Some(laptop));
+    assert_eq!(
+        common::client::get_once(gw.addr, &opts, "api.test", "/").await.status,
+        200
+    );
+    let d = browser(1280, 900).await;
+    d.b()
+        .goto(&format!("http://{}/#/route/portal", gw.admin))
+        .await
+        .unwrap();
+    let row = d
+        .text_of(
+            "#renewals tr[data-client='uri:spiffe://test.example/devices/laptop-7']",
+            |t| t.contains("laptops"),
+        )
+        .await;
+    assert!(row.contains("#it-desk") && row.contains("renew"), "{row}");
+    let days = d.text_of("#renewals [data-field='days-left']", |t| !t.is_empty()).await;
+    assert!(days.starts_with('9') || days.starts_with("10"), "{days}");
+    // nobody would be rejected: the owner appears with the renewal, not among the rejected
+    let owners = d.text_of("#owners", |t| t.contains("Nobody to tell")).await;
+    assert!(!owners.contains("laptops"), "{owners}");
+    let caption = d.text_of("#renewals-caption", |t| t.contains("21 days")).await;
+    assert_eq!(caption, "Certificates that expire within 21 days, soonest first");
+    d.b()
+        .execute("document.getElementById('renewals-h').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    d.screenshot("route-detail-renewals").await;
     d.close().await;
 }

@@ -166,6 +166,17 @@ fn without_times(text: &str) -> String {
     out
 }
 
+/// `phasegate notify-list ROUTE ARGS` against the gateway's admin API; exit 0 expected.
+fn notify_list(gw: &TestGateway, route: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(["notify-list", route, "--admin", &format!("http://{}", gw.admin)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_group_the_clients_and_notify_list_prints_them_as_the_golden_file_says() {
     let pki = TestPki::new();
@@ -224,15 +235,7 @@ routes:
         .collect();
     assert_eq!(teams, ["payments", "legacy-hosts", "(unowned)"], "{groups}");
 
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
-            .args(["notify-list", "orders", "--admin", &format!("http://{}", gw.admin)])
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        without_times(&String::from_utf8(out.stdout).unwrap())
-    };
+    let cli = |args: &[&str]| without_times(&notify_list(&gw, "orders", args));
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for (args, golden) in [
         (&[][..], "notify-list.txt"),
@@ -291,5 +294,167 @@ async fn a_reload_adds_and_removes_a_shadow() {
     assert_eq!(
         gw.admin_get("/api/routes/orders").await.1["shadow"],
         serde_json::Value::Null
+    );
+}
+
+/// A certificate of `lifetime_days` that expires in `days_left` days.
+fn device(pki: &TestPki, uri: &str, lifetime_days: i64, days_left: i64) -> ClientCert {
+    let now = time::OffsetDateTime::now_utc();
+    let spec = LeafSpec::client(uri).valid(
+        now - time::Duration::days(lifetime_days - days_left),
+        now + time::Duration::days(days_left),
+    );
+    pki.issue(&spec)
+}
+
+async fn owners_with_renewals(gw: &TestGateway, route: &str, n: usize) -> serde_json::Value {
+    let mut v = serde_json::Value::Null;
+    for _ in 0..200 {
+        v = gw.admin_get(&format!("/api/routes/{route}/owners")).await.1;
+        let count: usize = v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| g["renewals"].as_array().map_or(0, Vec::len))
+            .sum();
+        if count >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_inside_the_renewal_window_are_listed_with_their_owner_until_and_after_a_restart() {
+    let pki = TestPki::new();
+    let routes = r#"
+owners:
+  - { match: { uri_prefix: "spiffe://test.example/devices/" }, team: laptops, contact: it@test.example }
+routes:
+  - name: portal
+    match: { host: api.test }
+    upstream: { address: "{backend}" }
+    mtls: { mode: enforce, trust: internal, renewal_window: 14d }
+"#;
+    let gw = TestGateway::start(&pki, routes).await;
+    let due = device(&pki, "spiffe://test.example/devices/laptop-7", 365, 9);
+    let unowned = device(&pki, "spiffe://test.example/ns/ops/sa/console", 365, 3);
+    let later = device(&pki, "spiffe://test.example/devices/laptop-8", 365, 20);
+    // a day-long certificate is always inside the window: machinery renews it, not people
+    let short_lived = pki.issue(&LeafSpec::client("spiffe://test.example/devices/kiosk"));
+    let foreign = {
+        let now = time::OffsetDateTime::now_utc();
+        let c = pki
+            .untrusted
+            .issue(
+                &LeafSpec::client("spiffe://test.example/devices/laptop-9")
+                    .valid(now - time::Duration::days(356), now + time::Duration::days(9)),
+            )
+            .unwrap();
+        ClientCert {
+            chain_pem: c.cert_pem,
+            key_pem: c.key_pem,
+        }
+    };
+    // several requests and connections: one entry
+    let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(Some(due.clone()));
+    let mut keep_alive = common::Client::connect(gw.addr, &opts).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(keep_alive.get("api.test", "/").await.status, 200);
+    }
+    for cert in [due, unowned, later, short_lived] {
+        assert_eq!(get(&gw, &pki, Some(cert), "/").await, 200);
+    }
+    assert_eq!(get(&gw, &pki, Some(foreign), "/").await, 403);
+
+    let v = owners_with_renewals(&gw, "portal", 2).await;
+    assert_eq!(v["renewal_window_secs"], 14 * 86_400);
+    let renewals = |v: &serde_json::Value, team: &str| -> Vec<String> {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["team"].as_str().unwrap_or("(unowned)") == team)
+            .flat_map(|g| g["renewals"].as_array().unwrap().iter())
+            .map(|r| r["client"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        renewals(&v, "laptops"),
+        ["uri:spiffe://test.example/devices/laptop-7"],
+        "{v}"
+    );
+    assert_eq!(
+        renewals(&v, "(unowned)"),
+        ["uri:spiffe://test.example/ns/ops/sa/console"],
+        "{v}"
+    );
+    let laptop = &v["groups"][0]["renewals"][0];
+    assert!((8..=9).contains(&laptop["days_left"].as_i64().unwrap()), "{laptop}");
+    assert_eq!(laptop["expired"], false);
+    assert_eq!(
+        laptop["certificate"]["issuer"],
+        "O=phasegate dev PKI, CN=Test Intermediate CA"
+    );
+    // the foreign certificate is a rejection, not a renewal
+    let rejected = &v["groups"][0]["clients"][0];
+    assert_eq!(
+        (rejected["client"].as_str(), rejected["reason"].as_str()),
+        (
+            Some("uri:spiffe://test.example/devices/laptop-9"),
+            Some("untrusted_issuer")
+        ),
+        "{v}"
+    );
+
+    let cli = |args: &[&str]| notify_list(&gw, "portal", args);
+    let text = cli(&[]);
+    assert!(
+        text.starts_with(
+            "portal: 1 client(s) enforce would reject\nportal: 2 certificate(s) to renew, expiring within 14d\n"
+        ),
+        "{text}"
+    );
+    let team = text.find("\nlaptops (it@test.example)\n").expect(&text);
+    let line = text
+        .find("\n  uri:spiffe://test.example/devices/laptop-7  renew  expires in ")
+        .expect(&text);
+    assert!(team < line && line < text.find("\nunowned\n").expect(&text), "{text}");
+    assert!(!text.contains("laptop-8") && !text.contains("kiosk"), "{text}");
+    let csv = cli(&["--format", "csv"]);
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(rows.headers().unwrap().iter().next_back(), Some("not_after"));
+    let renew: Vec<csv::StringRecord> = rows
+        .records()
+        .map(Result::unwrap)
+        .filter(|r| &r[4] == "renew")
+        .collect();
+    assert_eq!(renew.len(), 2, "{csv}");
+    assert_eq!(
+        (&renew[0][0], &renew[0][1], &renew[0][2]),
+        (
+            "laptops",
+            "it@test.example",
+            "uri:spiffe://test.example/devices/laptop-7"
+        )
+    );
+    assert!(renew[0][8].starts_with("expires in "), "{csv}");
+    assert!(renew[0][9].ends_with('Z'), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&cli(&["--format", "json"])).unwrap();
+    assert_eq!(
+        json["groups"][0]["renewals"][0]["client"],
+        "uri:spiffe://test.example/devices/laptop-7"
+    );
+
+    // the list outlives a restart (written once a second)
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    gw.stop();
+    let gw = TestGateway::start(&pki, routes).await;
+    let v = gw.admin_get("/api/routes/portal/owners").await.1;
+    assert_eq!(
+        renewals(&v, "laptops"),
+        ["uri:spiffe://test.example/devices/laptop-7"],
+        "{v}"
     );
 }

@@ -8,6 +8,7 @@ mod metrics;
 mod owners;
 mod ui;
 mod views;
+pub use views::short_duration;
 
 use std::sync::Arc;
 
@@ -353,7 +354,8 @@ async fn route_owners(
             "route {name:?} has no shadow policy (mtls.shadow)"
         )));
     }
-    let clients = state.recorder.read(|audit| {
+    let now = unix_now();
+    let (clients, renewals) = state.recorder.read(|audit| {
         let store = if shadow {
             &audit.shadow_rejected
         } else {
@@ -362,12 +364,26 @@ async fn route_owners(
         let mut clients = store.view(&name).clients;
         // exempt clients would pass under enforce: nobody needs telling
         clients.retain(|c| !matches!(c.last_verdict, crate::policy::Verdict::Exempt(_)));
-        clients
+        // renewals are about the live route, not a candidate policy
+        let renewals = if shadow {
+            Vec::new()
+        } else {
+            audit.renewals.of_route(&name)
+        };
+        (clients, renewals)
     });
-    let groups = owners::group(&snapshot.config.owners, clients);
+    // what was recorded under a wider window than the route has now is not due yet
+    let window = snapshot.config.routes[id].renewal_window;
+    let renewals = renewals
+        .into_iter()
+        .filter(|r| r.certificate.not_after - now < window)
+        .map(|r| owners::RenewalView::new(r, now))
+        .collect();
+    let groups = owners::group(&snapshot.config.owners, clients, renewals);
     Ok(Json(serde_json::json!({
         "route": name,
         "view": if shadow { "shadow" } else { "live" },
+        "renewal_window_secs": window,
         "groups": groups,
     })))
 }

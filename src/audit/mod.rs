@@ -5,6 +5,7 @@
 mod certs;
 mod counters;
 pub mod persist;
+mod renewals;
 mod series;
 mod store;
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 pub use certs::{expires_soon, ExpiringCertificates, SeenCertificate, WATCH_DAYS};
 pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters, ShadowDiff, Totals};
+pub use renewals::{renewal_due, Renewal, RenewalStore};
 pub use series::{Bucket, RouteSeries, SeriesByRoute, WindowTotals, MINUTES};
 pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView};
 use tokio::sync::mpsc;
@@ -36,6 +38,8 @@ pub enum AuditEvent {
     Shadow(ShadowDiff, RejectionEvent),
     /// A client certificate that expires soon was presented.
     CertificateSeen(Arc<crate::tls::PeerCertificate>, i64),
+    /// A verified certificate inside its route's renewal window was used on the route.
+    RenewalDue(Arc<str>, Arc<crate::tls::PeerCertificate>, i64),
 }
 
 /// The aggregated picture; written only by the aggregator task, read by the admin API.
@@ -48,6 +52,8 @@ pub struct AuditState {
     pub shadow_passed: RejectionStore,
     pub series: SeriesByRoute,
     pub expiring: ExpiringCertificates,
+    /// Per route, verified certificates due for renewal.
+    pub renewals: RenewalStore,
 }
 
 /// The request path's handle: cheap to clone, never blocks.
@@ -125,6 +131,9 @@ impl Recorder {
             for c in loaded.certificates {
                 state.expiring.restore(c);
             }
+            for (route, r) in loaded.renewals {
+                state.renewals.restore(&route, r);
+            }
         }
         *recorder.store_status.lock().unwrap_or_else(|e| e.into_inner()) = persist::StoreStatus {
             path: Some(path.to_path_buf()),
@@ -166,6 +175,11 @@ impl Recorder {
         if expires_soon(peer, now) {
             self.send(AuditEvent::CertificateSeen(peer.clone(), now));
         }
+    }
+
+    /// Notes a verified certificate inside `route`'s renewal window.
+    pub fn renewal_due(&self, route: Arc<str>, peer: Arc<crate::tls::PeerCertificate>, now: i64) {
+        self.send(AuditEvent::RenewalDue(route, peer, now));
     }
 
     fn send(&self, event: AuditEvent) {
@@ -219,6 +233,7 @@ impl Aggregator {
                             AuditEvent::Shadow(ShadowDiff::NewlyRejected, e) => state.shadow_rejected.add(e),
                             AuditEvent::Shadow(ShadowDiff::NewlyPassed, e) => state.shadow_passed.add(e),
                             AuditEvent::CertificateSeen(peer, at) => state.expiring.seen(&peer, at),
+                            AuditEvent::RenewalDue(route, peer, at) => state.renewals.seen(&route, &peer, at),
                         }
                     }
                 }
@@ -249,12 +264,14 @@ impl Aggregator {
             if let Some(durable) = &mut self.durable {
                 batch.records = state.rejections.take_dirty();
                 batch.certificates = state.expiring.take_dirty();
+                batch.renewals = state.renewals.take_dirty();
                 if now - durable.last_prune >= PRUNE_EVERY {
                     durable.last_prune = now;
                     let before = now - durable.retention_secs;
                     batch.prune_before = Some(before);
                     state.rejections.forget_older_than(before);
                     state.expiring.forget_older_than(before);
+                    state.renewals.forget_older_than(before);
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::certs::SeenCertificate;
+use super::renewals::Renewal;
 use super::series::Bucket;
 use super::store::{CertificateSummary, ClientRecord};
 use super::Totals;
@@ -22,6 +23,7 @@ pub struct FlushBatch {
     pub records: Vec<(Arc<str>, ClientRecord)>,
     pub minutes: Vec<(Arc<str>, Bucket)>,
     pub certificates: Vec<SeenCertificate>,
+    pub renewals: Vec<(Arc<str>, Renewal)>,
     /// Delete history older than this (Unix seconds), when set.
     pub prune_before: Option<i64>,
 }
@@ -31,6 +33,7 @@ impl FlushBatch {
         self.records.is_empty()
             && self.minutes.is_empty()
             && self.certificates.is_empty()
+            && self.renewals.is_empty()
             && self.prune_before.is_none()
     }
 
@@ -41,6 +44,9 @@ impl FlushBatch {
         self.records = records;
         self.minutes.extend(older.minutes);
         self.certificates.extend(older.certificates);
+        let mut renewals = older.renewals;
+        renewals.append(&mut self.renewals);
+        self.renewals = renewals;
         self.prune_before = self.prune_before.max(older.prune_before);
     }
 }
@@ -51,6 +57,7 @@ pub struct Loaded {
     pub records: Vec<(String, ClientRecord)>,
     pub minutes: Vec<(String, Bucket)>,
     pub certificates: Vec<SeenCertificate>,
+    pub renewals: Vec<(String, Renewal)>,
 }
 
 /// Health of the durable store, shown by the admin API and counted in metrics.
@@ -120,7 +127,11 @@ impl AuditStore {
              CREATE TABLE IF NOT EXISTS certificates (
                 sha256 TEXT PRIMARY KEY, client TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL,
                 serial TEXT NOT NULL, not_after INTEGER NOT NULL, first_seen INTEGER NOT NULL,
-                last_seen INTEGER NOT NULL, handshakes INTEGER NOT NULL);",
+                last_seen INTEGER NOT NULL, handshakes INTEGER NOT NULL);
+             -- a new table needs no schema step: older stores gain it here, older binaries ignore it
+             CREATE TABLE IF NOT EXISTS renewals (
+                route TEXT NOT NULL, sha256 TEXT NOT NULL, client TEXT NOT NULL, certificate TEXT NOT NULL,
+                first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (route, sha256));",
         )
         .map_err(err)?;
         let version: Option<i64> = conn
@@ -278,6 +289,37 @@ impl AuditStore {
         for row in rows {
             loaded.certificates.push(row.map_err(|e| self.err(e))?);
         }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT route, client, certificate, first_seen, last_seen FROM renewals WHERE last_seen >= ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (route, client, certificate, first_seen, last_seen) = row.map_err(|e| self.err(e))?;
+            // A row this version cannot read is skipped rather than failing the start.
+            let Ok(certificate) = serde_json::from_str(&certificate) else {
+                continue;
+            };
+            loaded.renewals.push((
+                route,
+                Renewal {
+                    client,
+                    certificate,
+                    first_seen,
+                    last_seen,
+                },
+            ));
+        }
         Ok(loaded)
     }
 
@@ -359,11 +401,27 @@ impl AuditStore {
                         c.handshakes as i64
                     ])?;
                 }
+                let mut due = tx.prepare_cached(
+                    "INSERT INTO renewals (route, sha256, client, certificate, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (route, sha256) DO UPDATE SET last_seen = excluded.last_seen",
+                )?;
+                for (route, r) in &batch.renewals {
+                    due.execute(params![
+                        &**route,
+                        r.certificate.sha256,
+                        r.client,
+                        serde_json::to_string(&r.certificate).unwrap_or_default(),
+                        r.first_seen,
+                        r.last_seen
+                    ])?;
+                }
             }
             if let Some(before) = batch.prune_before {
                 tx.execute("DELETE FROM clients WHERE last_seen < ?1", [before])?;
                 tx.execute("DELETE FROM minutes WHERE minute < ?1", [before])?;
                 tx.execute("DELETE FROM certificates WHERE last_seen < ?1", [before])?;
+                tx.execute("DELETE FROM renewals WHERE last_seen < ?1", [before])?;
             }
             Ok(())
         })();

@@ -275,7 +275,7 @@ fn client_name(e: &RejectionEvent) -> String {
     }
 }
 
-fn summary(peer: &PeerCertificate) -> Option<CertificateSummary> {
+pub(super) fn summary(peer: &PeerCertificate) -> Option<CertificateSummary> {
     let id = peer.identity.as_ref().ok()?;
     Some(CertificateSummary {
         uris: id.uris.clone(),

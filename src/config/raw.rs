@@ -54,6 +54,20 @@ pub struct RawListener {
     /// How long a client may take to send a whole request head (e.g. `30s`).
     #[serde(default)]
     pub request_header_timeout: Option<String>,
+    #[serde(default)]
+    pub refusal_page: Option<RawRefusalPage>,
+}
+
+/// The operator's words on the page a refused browser shows; plain text, checked in `compile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefusalPage {
+    #[serde(default)]
+    pub help_url: Option<String>,
+    #[serde(default)]
+    pub contact: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +109,9 @@ pub struct RawRoute {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub mtls: Option<RawMtls>,
+    /// Overrides the listener's refusal page, field by field.
+    #[serde(default)]
+    pub refusal_page: Option<RawRefusalPage>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +246,9 @@ pub struct RawMtls {
     /// A candidate policy evaluated beside the live one, never deciding anything.
     #[serde(default)]
     pub shadow: Option<RawShadow>,
+    /// How long before expiry a client certificate is listed for renewal (e.g. `14d`).
+    #[serde(default)]
+    pub renewal_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ mod identity;
 mod mode;
 mod owners;
 mod reason;
+mod refusal_page;
 mod routes;
 mod snapshot;
 mod staging;
@@ -16,6 +17,7 @@ pub use identity::{ExtendedKeyUsage, Identity, KeyUsage};
 pub use mode::{Mode, UnknownMode};
 pub use owners::{owner_of, Owner, OwnerMatch};
 pub use reason::Reason;
+pub use refusal_page::{PageWords, RefusalPage};
 pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
 pub use snapshot::{
     AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind, Overrides, Route, RouteRuntime,

@@ -45,6 +45,8 @@ pub struct Listener {
     /// A request head not complete by then (from the connection's start, or on a kept-alive
     /// connection from the end of the keep-alive wait) closes the connection.
     pub request_header_timeout: std::time::Duration,
+    /// What a browser refused on this listener reads; routes may override it.
+    pub refusal_page: super::RefusalPage,
 }
 
 /// A certificate the gateway presents: leaf first, then its chain.
@@ -99,6 +101,10 @@ pub struct Route {
     /// A candidate policy rehearsed on live traffic; it never changes a decision.
     pub shadow: Option<ShadowPolicy>,
     pub upstream: Upstream,
+    /// Overrides the listener's `refusal_page`, field by field.
+    pub refusal_page: super::RefusalPage,
+    /// Seconds before expiry from which a verified client certificate is listed for renewal.
+    pub renewal_window: i64,
 }
 
 /// The next trust configuration of a route, evaluated as enforce would.
@@ -143,6 +149,16 @@ impl CompiledConfig {
 
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The listener a connection arrived on, by its local address; by port when the
+    /// listener binds a wildcard address.
+    pub fn listener_at(&self, local: Option<SocketAddr>) -> Option<&Listener> {
+        let local = local?;
+        self.listeners
+            .iter()
+            .find(|l| l.address == local)
+            .or_else(|| self.listeners.iter().find(|l| l.address.port() == local.port()))
     }
 }
 

@@ -4,6 +4,7 @@
 mod decide;
 mod head_deadline;
 mod headers;
+mod refusal_page;
 mod respond;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,15 +15,15 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_http::RequestHeader;
 
-use crate::audit::{Recorder, RejectionEvent};
-use crate::policy::{Mode, RouteId, SharedSnapshot, Snapshot, Verdict};
-use crate::tls::ConnectionTls;
+use crate::audit::{renewal_due, Recorder, RejectionEvent};
+use crate::policy::{Mode, RefusalPage, Route, RouteId, SharedSnapshot, Snapshot, Verdict};
+use crate::tls::{ConnectionTls, PeerCertificate};
 use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
 pub use head_deadline::HeadDeadline;
 pub use headers::{prepare_upstream_request, strip_identity_headers};
-use respond::respond;
 pub use respond::Refusal;
+use respond::{respond, Answer};
 
 /// A WebSocket close frame from the server (unmasked), status 1001 "going away".
 const WEBSOCKET_CLOSE_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
@@ -80,6 +81,40 @@ impl MtlsProxy {
     fn request_id(&self, ctx: &RequestCtx) -> String {
         format!("{}-{:x}", self.instance, ctx.request_id)
     }
+
+    /// A verified certificate inside the route's renewal window goes on the renewal list
+    /// while the gateway can still name its holder.
+    fn note_renewal(&self, conn: &ConnectionTls, route: &Route, peer: &Arc<PeerCertificate>, now: i64) {
+        let due = peer
+            .identity
+            .as_ref()
+            .is_ok_and(|id| renewal_due(id, route.renewal_window, now));
+        if due && conn.first_renewal_note(&route.name) {
+            self.recorder.renewal_due(route.name.clone(), peer.clone(), now);
+        }
+    }
+
+    /// Answers in the backend's place, with the route's refusal page words over the listener's.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        snapshot: &Snapshot,
+        route: Option<RouteId>,
+        refusal: Refusal,
+    ) -> Result<()> {
+        let route = route.map(|r| &snapshot.config.routes[r]);
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let listener = snapshot.config.listener_at(local);
+        let id = self.request_id(ctx);
+        let answer = Answer {
+            route: route.map(|r| &*r.name),
+            request_id: &id,
+            page: RefusalPage::words(route.map(|r| &r.refusal_page), listener.map(|l| &l.refusal_page)),
+            at: (self.clock)(),
+        };
+        respond(session, refusal, &answer).await
+    }
 }
 
 #[async_trait]
@@ -123,8 +158,7 @@ impl ProxyHttp for MtlsProxy {
         let decided = match decide_request(&snapshot, conn, session.req_header(), source, now) {
             Ok(d) => d,
             Err(refusal) => {
-                let id = self.request_id(ctx);
-                respond(session, refusal, None, &id).await?;
+                self.refuse(session, ctx, &snapshot, None, refusal).await?;
                 return Ok(true);
             }
         };
@@ -134,6 +168,9 @@ impl ProxyHttp for MtlsProxy {
         let verdict = decision.verdict;
 
         let peer = conn.and_then(|c| c.peer.clone());
+        if let (true, Some(conn), Some(peer)) = (decided.identity_verified, conn, &peer) {
+            self.note_renewal(conn, route, peer, now);
+        }
         let grpc = respond::is_grpc(session.req_header());
         ctx.streaming = grpc || session.is_upgrade_req();
         // a gRPC method is named by its path: /package.Service/Method
@@ -174,8 +211,8 @@ impl ProxyHttp for MtlsProxy {
         ctx.snapshot = Some(snapshot.clone());
 
         if let Verdict::Reject(reason) = verdict {
-            let id = self.request_id(ctx);
-            respond(session, Refusal::Forbidden(reason), Some(&route.name), &id).await?;
+            self.refuse(session, ctx, &snapshot, ctx.route, Refusal::Forbidden(reason))
+                .await?;
             return Ok(true);
         }
         Ok(false)
@@ -289,12 +326,6 @@ impl ProxyHttp for MtlsProxy {
             _ => Refusal::UpstreamFailed,
         };
         let code = refusal.status();
-        let route = ctx
-            .snapshot
-            .as_ref()
-            .zip(ctx.route)
-            .map(|(s, r)| s.config.routes[r].name.clone());
-        let id = self.request_id(ctx);
         let client_gone = matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
             && matches!(e.esource(), ErrorSource::Downstream);
         // Once the response has begun (an upgraded WebSocket, a gRPC stream mid-way), an
@@ -302,7 +333,8 @@ impl ProxyHttp for MtlsProxy {
         let response_started = session.response_written().map(|r| r.status.as_u16());
         match response_started {
             None if !client_gone => {
-                let _ = respond(session, refusal, route.as_deref(), &id).await;
+                let snapshot = ctx.snapshot.clone().unwrap_or_else(|| self.snapshot.load_full());
+                let _ = self.refuse(session, ctx, &snapshot, ctx.route, refusal).await;
             }
             // an upgraded WebSocket that went quiet (or lost its backend) ends with a close
             // frame the client understands: 1001, going away

@@ -1,13 +1,25 @@
 //! Responses the gateway writes itself: a refusal is decided once and rendered per protocol
-//! here — a small JSON body with a reason code and a request id for HTTP, `grpc-status` and
-//! `grpc-message` for gRPC — never policy internals.
+//! here — a small JSON body with a reason code and a request id for HTTP, a page people can
+//! read for browsers (requests that accept `text/html`), `grpc-status` and `grpc-message` for
+//! gRPC — never policy internals.
 
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::policy::Reason;
+use super::refusal_page;
+use crate::policy::{PageWords, Reason};
+
+/// What a refusal names besides its reason.
+pub struct Answer<'a> {
+    pub route: Option<&'a str>,
+    pub request_id: &'a str,
+    /// The operator's words for the page (the route's, else the listener's).
+    pub page: PageWords<'a>,
+    /// Unix seconds.
+    pub at: i64,
+}
 
 /// Why the gateway answers instead of the backend.
 #[derive(Debug, Clone, Copy)]
@@ -92,17 +104,45 @@ pub fn is_grpc(req: &pingora_http::RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-pub async fn respond(session: &mut Session, refusal: Refusal, route: Option<&str>, request_id: &str) -> Result<()> {
-    if is_grpc(session.req_header()) {
-        return respond_grpc(session, refusal, route, request_id).await;
+/// A browser: `text/html` is acceptable and preferred over JSON (`q` values; on a tie, or
+/// for `*/*` alone as from fetch and curl, JSON stays the answer).
+pub fn accepts_html(req: &RequestHeader) -> bool {
+    let (mut html, mut json) = (0.0f32, 0.0f32);
+    for value in req.headers.get_all(http::header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if media.eq_ignore_ascii_case("text/html") || media.eq_ignore_ascii_case("application/xhtml+xml") {
+                html = html.max(q);
+            } else if media.eq_ignore_ascii_case("application/json") {
+                json = json.max(q);
+            }
+        }
     }
-    let body = serde_json::json!({
-        "error": refusal.error(),
-        "reason": refusal.reason(),
-        "route": route,
-        "request_id": request_id,
-    })
-    .to_string();
+    html > 0.0 && html > json
+}
+
+pub async fn respond(session: &mut Session, refusal: Refusal, answer: &Answer<'_>) -> Result<()> {
+    if is_grpc(session.req_header()) {
+        return respond_grpc(session, refusal, answer.route, answer.request_id).await;
+    }
+    let html = accepts_html(session.req_header());
+    let body = if html {
+        refusal_page::render(refusal, refusal.reason(), answer)
+    } else {
+        serde_json::json!({
+            "error": refusal.error(),
+            "reason": refusal.reason(),
+            "route": answer.route,
+            "request_id": answer.request_id,
+        })
+        .to_string()
+    };
     if matches!(
         refusal,
         Refusal::BadRequest(_) | Refusal::BadPath | Refusal::ClientError(_) | Refusal::HeadersTooLarge
@@ -110,10 +150,18 @@ pub async fn respond(session: &mut Session, refusal: Refusal, route: Option<&str
         // whatever follows a malformed request cannot be trusted to be a request
         session.set_keepalive(None);
     }
-    let mut resp = ResponseHeader::build(refusal.status(), Some(3))?;
-    resp.insert_header("content-type", "application/json")?;
+    let mut resp = ResponseHeader::build(refusal.status(), Some(7))?;
+    if html {
+        resp.insert_header("content-type", "text/html; charset=utf-8")?;
+        resp.insert_header("content-security-policy", refusal_page::CONTENT_SECURITY_POLICY)?;
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        resp.insert_header("referrer-policy", "no-referrer")?;
+    } else {
+        resp.insert_header("content-type", "application/json")?;
+    }
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("vary", "accept")?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await?;
     Ok(())
@@ -171,5 +219,26 @@ mod tests {
         assert!(!is_grpc(&req));
         req.insert_header("content-type", "application/grpc+proto").unwrap();
         assert!(is_grpc(&req));
+    }
+
+    #[test]
+    fn browsers_get_html_and_programs_keep_json() {
+        let with_accept = |accept: Option<&str>| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            if let Some(a) = accept {
+                req.insert_header("accept", a).unwrap();
+            }
+            accepts_html(&req)
+        };
+        let chromium = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+        assert!(with_accept(Some(chromium)));
+        assert!(with_accept(Some("TEXT/HTML")));
+        assert!(with_accept(Some("application/json;q=0.5, text/html")));
+        assert!(!with_accept(None));
+        assert!(!with_accept(Some("*/*")));
+        assert!(!with_accept(Some("application/json")));
+        assert!(!with_accept(Some("application/json, text/html")));
+        assert!(!with_accept(Some("text/html;q=0")));
+        assert!(!with_accept(Some("text/htmlx")));
     }
 }

@@ -77,20 +77,12 @@ impl pingora::listeners::PreTlsProcess for ClientHelloDeadline {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
-        let timeout = {
-            let snapshot = self.snapshot.load();
-            let listeners = &snapshot.config.listeners;
-            listeners
-                .iter()
-                .find(|l| Some(l.address) == local)
-                .or_else(|| {
-                    listeners
-                        .iter()
-                        .find(|l| Some(l.address.port()) == local.map(|a| a.port()))
-                })
-                .map(|l| l.handshake_timeout)
-                .unwrap_or(std::time::Duration::from_secs(10))
-        };
+        let timeout = self
+            .snapshot
+            .load()
+            .config
+            .listener_at(local)
+            .map_or(std::time::Duration::from_secs(10), |l| l.handshake_timeout);
         let mut record = vec![0u8; 5];
         let read = async {
             stream.read_exact(&mut record).await?;

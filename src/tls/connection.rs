@@ -21,6 +21,8 @@ pub struct ConnectionTls {
     pub request_header_timeout: std::time::Duration,
     /// Request heads read on this connection so far: the head deadline watches it.
     heads_read: std::sync::atomic::AtomicU64,
+    /// Routes this connection already reported the certificate's renewal for.
+    renewals_noted: std::sync::Mutex<Vec<Arc<str>>>,
 }
 
 /// Chain outcomes for one config generation, one slot per trust bundle, each computed on
@@ -45,6 +47,7 @@ impl ConnectionTls {
             verdicts: ArcSwapOption::empty(),
             request_header_timeout: std::time::Duration::from_secs(30),
             heads_read: std::sync::atomic::AtomicU64::new(0),
+            renewals_noted: std::sync::Mutex::default(),
         }
     }
 
@@ -60,6 +63,18 @@ impl ConnectionTls {
 
     pub fn heads_read(&self) -> u64 {
         self.heads_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True the first time a request on this connection notes `route` for renewal: one
+    /// report per connection and route, not per request. Only requests whose certificate is
+    /// inside its renewal window get here, so a clean pass takes no lock.
+    pub fn first_renewal_note(&self, route: &Arc<str>) -> bool {
+        let mut noted = self.renewals_noted.lock().unwrap_or_else(|e| e.into_inner());
+        if noted.iter().any(|r| r == route) {
+            return false;
+        }
+        noted.push(route.clone());
+        true
     }
 
     /// The evidence for routes that trust `bundle`, verified at most once per connection,

@@ -2,6 +2,7 @@
 //! client with full control over certificates, SNI, ALPN and resumption.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod chains;
 pub mod client;
 pub mod gateway;

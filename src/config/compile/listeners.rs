@@ -80,11 +80,19 @@ impl Compiler<'_> {
                         Duration::from_secs(300),
                     ),
                 );
-                if let (Some(address), false, Some(handshake_timeout), Some(request_header_timeout)) = (
+                let refusal_page = self.refusal_page(file, &format!("{base}.refusal_page"), l.refusal_page.as_ref());
+                if let (
+                    Some(address),
+                    false,
+                    Some(handshake_timeout),
+                    Some(request_header_timeout),
+                    Some(refusal_page),
+                ) = (
                     address,
                     certificates.is_empty(),
                     handshake_timeout,
                     request_header_timeout,
+                    refusal_page,
                 ) {
                     listeners.push(Listener {
                         name: l.name.clone(),
@@ -92,6 +100,7 @@ impl Compiler<'_> {
                         certificates,
                         handshake_timeout,
                         request_header_timeout,
+                        refusal_page,
                     });
                 }
             }

@@ -8,6 +8,7 @@ use openssl::sha::Sha256;
 
 mod files;
 mod listeners;
+mod refusal_page;
 mod routes;
 mod trust;
 mod upstream;

@@ -84,7 +84,9 @@ impl Compiler<'_> {
 
         let upstream = self.upstream(file, &format!("{base}.upstream"), &r.upstream);
 
+        let refusal_page = self.refusal_page(file, &format!("{base}.refusal_page"), r.refusal_page.as_ref());
         let mtls_path = format!("{base}.mtls");
+        let renewal_window = self.renewal_window(file, &mtls_path, r.mtls.as_ref());
         let (mode, trust, mtls, auto_rollback, crl_stale, shadow) = match &r.mtls {
             None => (Mode::Off, None, MtlsPolicy::default(), None, CrlStale::FailClosed, None),
             Some(m) => {
@@ -140,7 +142,7 @@ impl Compiler<'_> {
                 (m.mode, trust, policy, auto_rollback, crl_stale, shadow)
             }
         };
-        let upstream = upstream?;
+        let (upstream, refusal_page, renewal_window) = (upstream?, refusal_page?, renewal_window?);
         (self.problems.len() == before).then(|| Route {
             name: r.name.as_str().into(),
             host,
@@ -152,7 +154,29 @@ impl Compiler<'_> {
             auto_rollback,
             shadow,
             upstream,
+            refusal_page,
+            renewal_window,
         })
+    }
+
+    /// `mtls.renewal_window` in seconds: 30 days unless the route says otherwise.
+    fn renewal_window(&mut self, file: usize, mtls_path: &str, raw: Option<&RawMtls>) -> Option<i64> {
+        const DEFAULT: i64 = 30 * 86_400;
+        let Some(text) = raw.and_then(|m| m.renewal_window.as_deref()) else {
+            return Some(DEFAULT);
+        };
+        let secs = humantime::parse_duration(text)
+            .ok()
+            .map(|d| d.as_secs() as i64)
+            .filter(|s| (3600..=366 * 86_400).contains(s));
+        if secs.is_none() {
+            let p = format!("{mtls_path}.renewal_window");
+            self.error(
+                &At { file, path: &p },
+                format!("{text:?} is not a window between 1h and 366d (expected e.g. 14d)"),
+            );
+        }
+        secs
     }
 
     pub(super) fn bundle(
