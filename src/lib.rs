@@ -10,5 +10,6 @@ pub mod devpki;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod upstream;

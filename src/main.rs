@@ -88,6 +88,13 @@ enum Command {
         /// Do not watch the policy files; reload only on SIGHUP or POST /api/config/reload.
         #[arg(long)]
         no_watch: bool,
+        /// The fleet's shared store, `postgresql://user@host:port/db[?sslmode=verify-full&sslrootcert=CA]`;
+        /// without it this instance keeps everything in its state directory.
+        #[arg(long, env = "PHASEGATE_STORE", value_name = "URL", hide_env_values = true)]
+        store: Option<String>,
+        /// File holding the store's password (else the URL's, else $PGPASSWORD).
+        #[arg(long, env = "PHASEGATE_STORE_PASSWORD_FILE", value_name = "FILE")]
+        store_password_file: Option<PathBuf>,
     },
     /// How ready a route is for enforce: the share of its requests enforce would have
     /// rejected over the window. With --max-reject-ratio, exits 1 above it (a CI gate for
@@ -212,8 +219,14 @@ fn main() -> ExitCode {
             state_dir,
             admin_token_file,
             no_watch,
+            store,
+            store_password_file,
         } => {
             let mut settings = Settings::new(config);
+            settings.store = phasegate::store::StoreSettings {
+                url: store,
+                password_file: store_password_file,
+            };
             settings.watch_files = !no_watch;
             settings.state_dir = Some(state_dir);
             settings.admin_token = match read_token(admin_token_file.as_deref()) {

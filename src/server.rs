@@ -49,6 +49,8 @@ pub struct Settings {
     /// Tokio work stealing between the proxy's threads. Off: each thread runs its own
     /// connections start to end, which measured cheaper per request and per handshake.
     pub work_stealing: bool,
+    /// Where state shared by a fleet lives (`None` URL: this instance alone).
+    pub store: crate::store::StoreSettings,
 }
 
 impl Settings {
@@ -67,6 +69,7 @@ impl Settings {
             watch_files: true,
             audit_retention: Duration::from_secs(7 * 86_400),
             work_stealing: false,
+            store: crate::store::StoreSettings::default(),
         }
     }
 }
@@ -92,6 +95,8 @@ pub enum StartError {
     },
     #[error("cannot set up TLS for listener {listener}: {message}")]
     Tls { listener: String, message: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The recorder, with its history in `<state dir>/audit.sqlite` when there is a state
@@ -134,13 +139,22 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(settings: &Settings) -> Result<Gateway, StartError> {
-        let (recorder, aggregator) = open_recorder(settings);
+        let store = crate::store::open(&settings.store)?;
+        let (recorder, mut aggregator) = open_recorder(settings);
         let (plane, control, snapshot) = ControlPlane::start(
             settings.config_dir.clone(),
             settings.state_dir.clone(),
             recorder.clone(),
         )?;
         let config = snapshot.load().config.clone();
+        let fleet = store.is_fleet().then(|| {
+            let fleet =
+                crate::control::fleet::Fleet::new(store.clone(), &settings.instance_id, settings.state_dir.as_deref());
+            control.join_fleet(fleet.clone());
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            aggregator.publish_to(&recorder, tx);
+            (fleet, rx)
+        });
         let watcher = settings
             .watch_files
             .then(|| {
@@ -203,6 +217,8 @@ impl Gateway {
                 aggregator,
                 plane,
                 watcher,
+                store,
+                fleet,
             })),
             admin_state: crate::admin::AdminState {
                 snapshot: snapshot.clone(),
@@ -327,6 +343,12 @@ struct ControlParts {
     aggregator: Aggregator,
     plane: ControlPlane,
     watcher: Option<FileWatcher>,
+    store: crate::store::SharedStore,
+    /// In a fleet: the sync state and the aggregator's batches for the store.
+    fleet: Option<(
+        std::sync::Arc<crate::control::fleet::Fleet>,
+        tokio::sync::mpsc::Receiver<crate::store::InstanceBatch>,
+    )>,
 }
 
 #[async_trait]
@@ -338,6 +360,17 @@ impl BackgroundService for ControlPlaneService {
         tokio::spawn(parts.aggregator.run());
         tokio::spawn(parts.plane.run());
         let control = self.admin_state.control.clone();
+        parts.store.clone().start();
+        if let Some((fleet, batches)) = parts.fleet {
+            crate::control::fleet::spawn(
+                fleet,
+                control.clone(),
+                self.admin_state.snapshot.clone(),
+                self.admin_state.recorder.clone(),
+                batches,
+                crate::proxy::unix_now(),
+            );
+        }
         if let Some(watcher) = parts.watcher {
             tokio::spawn(watcher.run());
         }

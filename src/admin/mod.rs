@@ -70,6 +70,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/routes/{name}/shadow", get(route_shadow))
         .route("/api/routes/{name}/owners", get(route_owners))
         .route("/api/certificates", get(certificates))
+        .route("/api/fleet", get(fleet_view))
         .merge(ui::router())
         .merge(mutations)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_known_host))
@@ -251,6 +252,8 @@ struct RejectionsQuery {
     sort: Option<String>,
     order: Option<String>,
     format: Option<String>,
+    /// In a fleet: only the clients this instance saw, with its own counts.
+    instance: Option<String>,
 }
 
 async fn route_rejections(
@@ -269,12 +272,70 @@ async fn route_rejections(
         })?;
         view.clients.retain(|c| c.reason == reason);
     }
+    if let Some(instance) = q.instance.as_deref().filter(|i| !i.is_empty()) {
+        view.clients = std::mem::take(&mut view.clients)
+            .into_iter()
+            .filter_map(|mut c| {
+                let mine = c.seen_by.iter().find(|s| s.instance == instance)?.clone();
+                c.count = mine.count;
+                c.last_seen = mine.last_seen;
+                Some(c)
+            })
+            .collect();
+    }
     export::sort(&mut view.clients, q.sort.as_deref(), q.order.as_deref()).map_err(ApiError::BadRequest)?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(view).into_response()),
         Some("csv") => Ok(export::csv_response(&name, &view.clients)),
         Some(other) => Err(ApiError::BadRequest(format!("format {other:?} (expected json or csv)"))),
     }
+}
+
+/// The fleet: the store, its health, and every instance with the policy it runs (an
+/// instance whose content hash differs from this one's runs another policy: skew).
+async fn fleet_view(State(state): State<SharedAdmin>) -> Json<serde_json::Value> {
+    let status = state.control.status();
+    let now = unix_now();
+    let me = serde_json::json!({
+        "id": &*state.instance,
+        "generation": status.generation,
+        "content_hash": status.content_hash,
+        "last_seen": now,
+    });
+    let Some(fleet) = state.control.fleet() else {
+        return Json(serde_json::json!({
+            "store": "local",
+            "health": crate::store::StoreHealth::Local,
+            "instance": &*state.instance,
+            "showing": "this instance",
+            "instances": [me],
+        }));
+    };
+    let listed = tokio::time::timeout(std::time::Duration::from_secs(1), fleet.store().instances()).await;
+    let (instances, error) = match listed {
+        Ok(Ok(list)) => (list, None),
+        Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+        Err(_) => (Vec::new(), Some("the fleet store did not answer within 1s".to_string())),
+    };
+    let instances: Vec<serde_json::Value> = instances
+        .iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).unwrap_or_default();
+            v["silent"] = (now - i.last_seen > crate::control::fleet::SILENT_AFTER).into();
+            v["same_policy"] = (i.content_hash == status.content_hash).into();
+            v
+        })
+        .collect();
+    let mut v = serde_json::to_value(fleet.status()).unwrap_or_default();
+    v["showing"] = if state.recorder.shows_fleet() {
+        "fleet"
+    } else {
+        "this instance"
+    }
+    .into();
+    v["instances"] = instances.into();
+    v["error"] = error.into();
+    Json(v)
 }
 
 async fn route_shadow(

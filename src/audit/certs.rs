@@ -69,6 +69,11 @@ impl ExpiringCertificates {
         self.dirty.insert(id.sha256.clone());
     }
 
+    /// Every certificate remembered, for a full resync of a fleet store.
+    pub fn all(&self) -> Vec<SeenCertificate> {
+        self.by_fingerprint.values().cloned().collect()
+    }
+
     pub fn restore(&mut self, c: SeenCertificate) {
         if self.by_fingerprint.len() < CAP {
             self.by_fingerprint.insert(c.sha256.clone(), c);

@@ -17,7 +17,7 @@ pub use certs::{expires_soon, ExpiringCertificates, SeenCertificate, WATCH_DAYS}
 pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters, ShadowDiff, Totals};
 pub use renewals::{renewal_due, Renewal, RenewalStore};
 pub use series::{Bucket, RouteSeries, SeriesByRoute, WindowTotals, MINUTES};
-pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView};
+pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView, SeenBy};
 use tokio::sync::mpsc;
 
 /// Events queued for the aggregator; beyond this, events are dropped and counted.
@@ -65,6 +65,11 @@ pub struct Recorder {
     handshakes: Arc<HandshakeCounters>,
     state: Arc<Mutex<AuditState>>,
     store_status: Arc<Mutex<persist::StoreStatus>>,
+    /// In a fleet: the picture of every instance, read back from the fleet store; what the
+    /// admin API shows instead of this instance's own while the store answers.
+    fleet_view: Arc<arc_swap::ArcSwapOption<AuditState>>,
+    /// Set when a batch for the fleet store could not be queued: publish everything next.
+    fleet_resync: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where and how long history is kept.
@@ -83,6 +88,11 @@ pub struct Aggregator {
     counters: Arc<Mutex<HashMap<Arc<str>, Arc<RouteCounters>>>>,
     clock: fn() -> i64,
     durable: Option<Durable>,
+    /// In a fleet: where each second's absolute values go, to be published.
+    fleet: Option<(
+        mpsc::Sender<crate::store::InstanceBatch>,
+        Arc<std::sync::atomic::AtomicBool>,
+    )>,
 }
 
 impl Recorder {
@@ -98,6 +108,8 @@ impl Recorder {
                 handshakes: Arc::default(),
                 state: state.clone(),
                 store_status: Arc::default(),
+                fleet_view: Arc::default(),
+                fleet_resync: Arc::default(),
             },
             Aggregator {
                 rx,
@@ -105,6 +117,7 @@ impl Recorder {
                 counters,
                 clock: crate::proxy::unix_now,
                 durable: None,
+                fleet: None,
             },
         )
     }
@@ -188,9 +201,67 @@ impl Recorder {
         }
     }
 
-    /// Reads the aggregated picture.
+    /// Reads the picture to show: the fleet's while a fleet store answers, else this
+    /// instance's own.
     pub fn read<T>(&self, f: impl FnOnce(&AuditState) -> T) -> T {
+        match self.fleet_view.load_full() {
+            Some(fleet) => f(&fleet),
+            None => self.read_local(f),
+        }
+    }
+
+    /// Reads this instance's own picture.
+    pub fn read_local<T>(&self, f: impl FnOnce(&AuditState) -> T) -> T {
         f(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Shows the fleet's picture from now on (`None`: this instance's own again).
+    pub fn set_fleet_view(&self, view: Option<AuditState>) {
+        self.fleet_view.store(view.map(Arc::new));
+    }
+
+    pub fn shows_fleet(&self) -> bool {
+        self.fleet_view.load().is_some()
+    }
+
+    /// Whether a batch for the fleet store was lost, so everything must be published again;
+    /// clears the mark.
+    pub fn take_fleet_resync(&self) -> bool {
+        self.fleet_resync.swap(false, Ordering::Relaxed)
+    }
+
+    /// Everything this instance knows, as one batch for a fleet store.
+    pub fn full_batch(&self) -> crate::store::InstanceBatch {
+        let now = crate::proxy::unix_now();
+        let totals = self.route_totals();
+        self.read_local(|s| crate::store::InstanceBatch {
+            records: s.rejections.all(),
+            minutes: s
+                .series
+                .iter()
+                .flat_map(|(route, series)| {
+                    series
+                        .buckets_since(now - MINUTES * 60)
+                        .into_iter()
+                        .map(move |b| (route.clone(), b))
+                })
+                .collect(),
+            certificates: s.expiring.all(),
+            route_totals: totals,
+        })
+    }
+
+    /// Per route, this process's counter totals (requests, rejected).
+    fn route_totals(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(route, c)| {
+                let t = c.totals();
+                (route.clone(), t.requests, t.rejected)
+            })
+            .collect()
     }
 
     /// The counters of a route, created on first use. Called when a snapshot is built,
@@ -216,6 +287,11 @@ impl Recorder {
 }
 
 impl Aggregator {
+    /// Hands each second's changes, as absolute values, to a fleet store's publisher too.
+    pub fn publish_to(&mut self, recorder: &Recorder, tx: mpsc::Sender<crate::store::InstanceBatch>) {
+        self.fleet = Some((tx, recorder.fleet_resync.clone()));
+    }
+
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(256);
         let mut sample = tokio::time::interval(FLUSH_EVERY);
@@ -254,17 +330,35 @@ impl Aggregator {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut batch = persist::FlushBatch::default();
+        let mut fleet = crate::store::InstanceBatch::default();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             for (route, c) in counters {
-                if let Some(delta) = state.series.entry(route.clone()).or_default().sample(c.totals(), now) {
-                    batch.minutes.push((route, delta));
+                let totals = c.totals();
+                let series = state.series.entry(route.clone()).or_default();
+                if let Some(delta) = series.sample(totals, now) {
+                    if self.fleet.is_some() {
+                        // the fleet store keeps this instance's absolute count per minute
+                        if let Some(minute) = series.bucket_at(delta.minute) {
+                            fleet.minutes.push((route.clone(), minute));
+                        }
+                    }
+                    batch.minutes.push((route.clone(), delta));
+                }
+                if self.fleet.is_some() {
+                    fleet.route_totals.push((route, totals.requests, totals.rejected));
                 }
             }
-            if let Some(durable) = &mut self.durable {
+            if self.durable.is_some() || self.fleet.is_some() {
                 batch.records = state.rejections.take_dirty();
                 batch.certificates = state.expiring.take_dirty();
                 batch.renewals = state.renewals.take_dirty();
+                if self.fleet.is_some() {
+                    fleet.records = batch.records.clone();
+                    fleet.certificates = batch.certificates.clone();
+                }
+            }
+            if let Some(durable) = &mut self.durable {
                 if now - durable.last_prune >= PRUNE_EVERY {
                     durable.last_prune = now;
                     let before = now - durable.retention_secs;
@@ -273,6 +367,11 @@ impl Aggregator {
                     state.expiring.forget_older_than(before);
                     state.renewals.forget_older_than(before);
                 }
+            }
+        }
+        if let Some((tx, resync)) = &self.fleet {
+            if !fleet.is_empty() && tx.try_send(fleet).is_err() {
+                resync.store(true, Ordering::Relaxed);
             }
         }
         if let Some(durable) = &mut self.durable {

@@ -233,6 +233,7 @@ impl AuditStore {
                     certificate,
                     sources: serde_json::from_str(&sources).unwrap_or_default(),
                     grpc_method,
+                    seen_by: Vec::new(),
                 },
             ));
         }

@@ -27,7 +27,7 @@ pub struct Renewal {
     pub last_seen: i64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct RouteRenewals {
     by_fingerprint: HashMap<String, Renewal>,
     /// Changed since the last [`RenewalStore::take_dirty`], for the durable store.
@@ -36,6 +36,7 @@ struct RouteRenewals {
 
 /// Per route, by certificate fingerprint (the same holder's next certificate is another
 /// entry); bounded per route like the rejection records.
+#[derive(Clone)]
 pub struct RenewalStore {
     routes: HashMap<Arc<str>, RouteRenewals>,
     cap_per_route: usize,

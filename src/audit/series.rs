@@ -75,6 +75,25 @@ impl RouteSeries {
         t
     }
 
+    /// The counts of the minute that contains `at`.
+    pub fn bucket_at(&self, at: i64) -> Option<Bucket> {
+        let minute = at - at.rem_euclid(60);
+        self.buckets.iter().rev().find(|b| b.minute == minute).copied()
+    }
+
+    /// A series made of buckets read back from elsewhere (a fleet store); `last_totals` are
+    /// this process's counters now, so a window adds only what they gain from here on.
+    pub fn from_buckets(buckets: impl IntoIterator<Item = Bucket>, last_totals: Totals) -> Self {
+        let mut s = RouteSeries {
+            buckets: VecDeque::new(),
+            last_totals,
+        };
+        for b in buckets {
+            s.add(b.minute, b.counts);
+        }
+        s
+    }
+
     pub fn buckets_since(&self, since: i64) -> Vec<Bucket> {
         self.buckets.iter().filter(|b| b.minute + 60 > since).copied().collect()
     }

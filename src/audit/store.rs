@@ -45,6 +45,17 @@ pub struct ClientRecord {
     /// The gRPC method (`package.Service/Method`) of the client's last gRPC request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_method: Option<String>,
+    /// In a fleet: which instances saw this client, and how often each (`count` is the sum).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seen_by: Vec<SeenBy>,
+}
+
+/// One instance's share of a client record in a fleet.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SeenBy {
+    pub instance: String,
+    pub count: u64,
+    pub last_seen: i64,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -62,7 +73,7 @@ pub struct CertificateSummary {
 /// (perhaps an impostor).
 pub type RecordKey = (String, String, Reason);
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct RouteRejections {
     records: HashMap<RecordKey, ClientRecord>,
     /// Changed since the last [`RejectionStore::take_dirty`], for the durable store.
@@ -81,6 +92,7 @@ pub struct RouteRejectionsView {
     pub queue_dropped: u64,
 }
 
+#[derive(Clone)]
 pub struct RejectionStore {
     routes: HashMap<Arc<str>, RouteRejections>,
     cap_per_route: usize,
@@ -161,6 +173,7 @@ impl RejectionStore {
                     certificate: e.peer.as_deref().and_then(summary),
                     sources: e.source.into_iter().collect(),
                     grpc_method: e.grpc_method.as_deref().map(str::to_string),
+                    seen_by: Vec::new(),
                 };
                 route.records.insert(key.clone(), record);
             }
@@ -214,6 +227,14 @@ impl RejectionStore {
         names.sort_unstable();
         names.dedup();
         names.len()
+    }
+
+    /// Every record of every route, for a full resync of a fleet store.
+    pub fn all(&self) -> Vec<(Arc<str>, ClientRecord)> {
+        self.routes
+            .iter()
+            .flat_map(|(route, r)| r.records.values().map(move |c| (route.clone(), c.clone())))
+            .collect()
     }
 
     pub fn view(&self, route: &str) -> RouteRejectionsView {

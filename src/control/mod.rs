@@ -5,6 +5,7 @@
 //! Reload contract: read → parse → validate → compile → one atomic swap. If any step fails
 //! the last good snapshot keeps serving and the error is kept for `GET /api/config`.
 
+pub mod fleet;
 mod history;
 mod rollback;
 mod route_watch;
@@ -115,6 +116,10 @@ pub struct OverrideOutcome {
     /// Whether the override reached the state file; it is in force either way.
     pub persisted: bool,
     pub persist_error: Option<String>,
+    /// In a fleet: whether the fleet's log took the change (every instance applies it), or
+    /// it is in force on this instance only for now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<fleet::FleetDelivery>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +148,17 @@ enum Command {
         request: OverrideRequest,
         reply: oneshot::Sender<Result<OverrideOutcome, ControlError>>,
     },
+    /// One route's override as the fleet's log says (`None` clears it).
+    FleetOverride {
+        route: String,
+        value: Option<Override>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Every override as the fleet store holds them, in place of this instance's.
+    FleetReplace {
+        overrides: Overrides,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// How other tasks talk to the control plane and read its status.
@@ -150,6 +166,9 @@ enum Command {
 pub struct ControlHandle {
     tx: mpsc::Sender<Command>,
     status: Arc<ArcSwap<ConfigStatus>>,
+    snapshot: SharedSnapshot,
+    /// In a fleet: where changes made here are delivered.
+    fleet: Arc<std::sync::OnceLock<Arc<fleet::Fleet>>>,
 }
 
 impl ControlHandle {
@@ -162,6 +181,8 @@ impl ControlHandle {
         rx.await.map_err(|_| ControlError::Stopped)
     }
 
+    /// Changes a route's mode on this instance at once; in a fleet, then hands the change
+    /// to the fleet's log (waiting a moment for it; the answer says where it went).
     pub async fn change_mode(&self, route: &str, request: OverrideRequest) -> Result<OverrideOutcome, ControlError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -172,7 +193,49 @@ impl ControlHandle {
             })
             .await
             .map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)?
+        let mut outcome = rx.await.map_err(|_| ControlError::Stopped)??;
+        if let Some(fleet) = self.fleet.get() {
+            outcome.fleet = Some(fleet.deliver(route, outcome.active.clone()).await);
+        }
+        Ok(outcome)
+    }
+
+    /// Joins a fleet: changes made through this handle go to its log from now on.
+    pub fn join_fleet(&self, fleet: Arc<fleet::Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
+        self.fleet.get()
+    }
+
+    /// The overrides in force now.
+    pub fn snapshot_overrides(&self) -> Overrides {
+        (*self.snapshot.load().overrides).clone()
+    }
+
+    /// Sets a route's override as the fleet's log says, through the control plane.
+    pub async fn apply_fleet_override(&self, route: &str, value: Option<Override>) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::FleetOverride {
+                route: route.to_string(),
+                value,
+                reply,
+            })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// Replaces every override with the fleet store's, through the control plane.
+    pub async fn replace_overrides_from_fleet(&self, overrides: Overrides) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::FleetReplace { overrides, reply })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)
     }
 
     pub fn status(&self) -> Arc<ConfigStatus> {
@@ -270,7 +333,13 @@ impl ControlPlane {
             status: status.clone(),
             rx,
         };
-        Ok((plane, ControlHandle { tx, status }, shared))
+        let handle = ControlHandle {
+            tx,
+            status,
+            snapshot: shared.clone(),
+            fleet: Arc::default(),
+        };
+        Ok((plane, handle, shared))
     }
 
     /// Runs commands until every handle is gone. A reload compiles on a blocking thread
@@ -293,6 +362,21 @@ impl ControlPlane {
                     Some(Command::Reload { source, reply }) => queued.push((source, reply)),
                     Some(Command::Override { route, request, reply }) => {
                         let _ = reply.send(self.change_mode(&route, request));
+                    }
+                    Some(Command::FleetOverride { route, value, reply }) => {
+                        self.apply_from_fleet(|overrides| match value {
+                            Some(v) => {
+                                overrides.insert(route, v);
+                            }
+                            None => {
+                                overrides.remove(&route);
+                            }
+                        });
+                        let _ = reply.send(());
+                    }
+                    Some(Command::FleetReplace { overrides, reply }) => {
+                        self.apply_from_fleet(|current| *current = overrides);
+                        let _ = reply.send(());
                     }
                 },
                 compiled = async { (&mut compiling.as_mut().expect("guarded").0).await }, if compiling.is_some() => {
@@ -474,7 +558,28 @@ impl ControlPlane {
             active,
             persisted: persist_error.is_none() && self.state_path.is_some(),
             persist_error,
+            fleet: None,
         })
+    }
+
+    /// Applies overrides as the fleet has them. Routes this instance's configuration does
+    /// not have are left out (instances may run different configurations for a while).
+    fn apply_from_fleet(&mut self, change: impl FnOnce(&mut Overrides)) {
+        let current = self.snapshot.load_full();
+        let mut overrides = (*current.overrides).clone();
+        change(&mut overrides);
+        overrides.retain(|route, _| current.config.route_by_name(route).is_some());
+        if overrides == *current.overrides {
+            return;
+        }
+        let snapshot = Arc::new(current.with_overrides(Arc::new(overrides)));
+        self.note_mode_changes(&current, &snapshot, unix_now());
+        self.snapshot.store(snapshot.clone());
+        tracing::info!(
+            overrides = snapshot.overrides.len(),
+            "route overrides changed by the fleet"
+        );
+        self.persist();
     }
 
     /// Records each route whose effective mode differs between two snapshots.

@@ -7,6 +7,7 @@ pub mod chains;
 pub mod client;
 pub mod gateway;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 
 pub use client::{Client, ClientOptions, Reply};

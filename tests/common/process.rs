@@ -56,10 +56,50 @@ impl GatewayProcess {
         env: &[(&str, &str)],
         capture: bool,
     ) -> GatewayProcess {
+        Self::start_in(pki, "policies", "state", routes, backend, extra, env, capture).await
+    }
+
+    /// One instance of several on one machine: its own policy directory (the same routes,
+    /// its own ports) and state directory, named after `name`.
+    pub async fn start_named(
+        pki: &TestPki,
+        name: &str,
+        routes: &str,
+        backend: SocketAddr,
+        extra: &[&str],
+    ) -> GatewayProcess {
+        let extra: Vec<&str> = ["--instance-id", name]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::start_in(
+            pki,
+            &format!("policies-{name}"),
+            &format!("state-{name}"),
+            routes,
+            backend,
+            &extra,
+            &[],
+            false,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_in(
+        pki: &TestPki,
+        policies: &str,
+        state: &str,
+        routes: &str,
+        backend: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> GatewayProcess {
         let port = free_port();
         let admin_port = free_port();
         pki.write(
-            "policies/gateway.yaml",
+            &format!("{policies}/gateway.yaml"),
             &format!(
                 "{}{}",
                 pki.base_yaml(port),
@@ -70,11 +110,11 @@ impl GatewayProcess {
         let mut command: Vec<String> = vec![
             "run".into(),
             "--config".into(),
-            pki.policies().display().to_string(),
+            pki.path(policies).display().to_string(),
             "--admin".into(),
             format!("127.0.0.1:{admin_port}"),
             "--state-dir".into(),
-            pki.path("state").display().to_string(),
+            pki.path(state).display().to_string(),
             "--admin-token-file".into(),
             token.display().to_string(),
         ];
