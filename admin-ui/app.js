@@ -289,14 +289,19 @@
     const onConfig = current.name === "config";
     const err = cfg && cfg.last_error;
     const stateErr = cfg && cfg.state_error;
-    if (onConfig || (!err && !stateErr)) {
+    const storeHealth = cfg && cfg.store && cfg.store.health;
+    const storeDown = storeHealth && storeHealth.state === "unreachable" ? storeHealth : null;
+    if (onConfig || (!err && !stateErr && !storeDown)) {
       el.hidden = true;
       renderIfChanged(el, "", () => []);
       return;
     }
     el.hidden = false;
-    renderIfChanged(el, { err, stateErr, tick: Math.floor(Date.now() / 10000) }, () => {
+    renderIfChanged(el, { err, stateErr, storeDown, tick: Math.floor(Date.now() / 10000) }, () => {
       const parts = [];
+      if (storeDown) {
+        parts.push(h("strong", { text: "Fleet store unreachable" }), ` ${ago(storeDown.since) || ""}: this instance serves with what it knows and shows its own clients only; changes made here reach the fleet when the store is back. `);
+      }
       if (err) {
         const n = Array.isArray(err.problems) ? err.problems.length : 0;
         const when = ago(err.at);
@@ -1225,11 +1230,48 @@
         h("section", { class: "card wide", "aria-labelledby": "files-h" },
           h("h2", { id: "files-h", text: "Policy files" }),
           h("ul", { id: "config-files", class: "files" }))),
+      h("section", { "aria-labelledby": "fleet-h" },
+        h("h2", { id: "fleet-h", text: "Fleet" }),
+        h("p", { id: "fleet-summary" }),
+        h("div", { class: "table-wrap" },
+          h("table", { id: "fleet-instances", class: "data stack" },
+            h("caption", { text: "Every gateway instance sharing the store, the policy each runs, and when each was last heard from" }),
+            h("thead", null, h("tr", null,
+              ["Instance", "Policy", "Generation", "Version", "Last heard"].map((t) => h("th", { scope: "col", text: t })))),
+            h("tbody")))),
       h("section", { "aria-labelledby": "history-h" },
         h("h2", { id: "history-h", text: "History (newest first)" }),
         h("ol", { id: "history", class: "history" })));
     view.section = section;
     return section;
+  }
+
+  function renderFleet(view, fleet, cfg) {
+    const s = view.section;
+    const f = fleet || {};
+    const health = f.health || {};
+    const mine = cfg && cfg.content_hash;
+    const instances = Array.isArray(f.instances) ? f.instances : [];
+    const skew = instances.some((i) => i.content_hash !== mine);
+    const summary = f.store === "local"
+      ? "One instance: overrides and history live in this instance's state directory."
+      : health.state === "unreachable"
+        ? `Store ${f.store}: unreachable ${ago(health.since) || ""} (${health.error || "no answer"}); ${num(f.pending_overrides)} change(s) and ${fmtNum(f.spooled_rows)} audit row(s) wait for it.`
+        : `Store ${f.store}: reachable; showing ${f.showing || "?"}. ${instances.length} instance(s)${skew ? ", not all running the same policy" : ", all running the same policy"}.`;
+    $("#fleet-summary", s).textContent = summary;
+    const tick = Math.floor(Date.now() / 10000);
+    renderIfChanged($("#fleet-instances tbody", s), [instances, mine, tick], () => instances.length ? instances.map((i) => {
+      const same = i.content_hash === mine;
+      return h("tr", { "data-instance": i.id ?? "", class: i.silent ? "is-expired" : null },
+        h("th", { scope: "row", "data-label": "Instance" }, h("code", { text: i.id ?? "?" }),
+          i.id === f.instance ? h("span", { class: "muted small", text: " (this one)" }) : null),
+        h("td", { "data-label": "Policy", "data-field": "policy" }, h("code", { title: i.content_hash || "", text: shortHash(i.content_hash) }),
+          same ? null : [" ", h("span", { class: "badge expiring", text: "another policy" })]),
+        h("td", { "data-label": "Generation", text: String(i.generation ?? "—") }),
+        h("td", { "data-label": "Version", text: i.version || "—" }),
+        h("td", { "data-label": "Last heard", "data-field": "last-seen" }, timeEl(i.last_seen),
+          i.silent ? [" ", h("span", { class: "badge expired", text: "silent" })] : null));
+    }) : h("tr", { class: "empty" }, h("td", { colspan: 5, text: "No instance has reported yet" })));
   }
 
   function formatProblem(p) {
@@ -1474,9 +1516,10 @@
           viewError(view.section, null);
         }
       } else if (view.name === "config") {
-        const [cfg, hist] = await Promise.all([cfgP, api("/api/config/history").then((r) => r.data)]);
+        const [cfg, hist, fleet] = await Promise.all([cfgP, api("/api/config/history").then((r) => r.data), api("/api/fleet").then((r) => r.data)]);
         if (stillCurrent()) {
           renderConfig(view, cfg, hist);
+          renderFleet(view, fleet, cfg);
           renderConfigAlert(cfg);
           viewError(view.section, null);
         }

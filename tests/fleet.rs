@@ -334,3 +334,38 @@ routes:
         .get(0);
     assert_eq!(logged, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_of_any_instance_shows_the_fleet_and_the_clients_other_instances_saw() {
+    let f = Fleet::start(ROUTES).await;
+    for _ in 0..2 {
+        assert_eq!(f.status(2, ClientKind::Good, "/orders").await, 200);
+    }
+    let d = common::browser::browser(1280, 900).await;
+    let admin = f.gateways[0].admin_addr;
+    d.b().goto(&format!("http://{admin}/#/route/orders")).await.unwrap();
+    let row = d
+        .text_of(
+            &format!("#rejections tr[data-client='uri:{}']", common::pki::GOOD_URI),
+            |t| t.contains("identity_not_allowed"),
+        )
+        .await;
+    assert!(row.contains('2'), "the count c saw: {row}");
+    d.b().goto(&format!("http://{admin}/#/config")).await.unwrap();
+    let c = d.text_of("#fleet-instances tr[data-instance='c']", |t| !t.is_empty()).await;
+    // each instance here listens on its own port, so each runs a policy of its own: skew
+    assert!(c.contains("another policy"), "{c}");
+    let a = d.text_of("#fleet-instances tr[data-instance='a']", |t| !t.is_empty()).await;
+    assert!(a.contains("this one") && !a.contains("another policy"), "{a}");
+    let summary = d.text_of("#fleet-summary", |t| t.contains("reachable")).await;
+    assert!(summary.contains("3 instance(s)"), "{summary}");
+    d.screenshot("fleet-config").await;
+    // with the store gone, every view says so
+    f.pg.pause();
+    d.b().goto(&format!("http://{admin}/#/")).await.unwrap();
+    let alert = d.text_of("#config-alert", |t| t.contains("Fleet store unreachable")).await;
+    assert!(alert.contains("serves with what it knows"), "{alert}");
+    d.screenshot("fleet-store-down").await;
+    f.pg.resume();
+    d.close().await;
+}

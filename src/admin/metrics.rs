@@ -196,6 +196,38 @@ impl Collector for GatewayMetrics {
             Counter,
             [(Labels::new(), ConstCounter::new(state.recorder.queue_dropped()))],
         )?;
+        if let Some(fleet) = state.control.fleet() {
+            let f = fleet.status();
+            let reachable = i64::from(matches!(f.health, crate::store::StoreHealth::Reachable));
+            family(
+                &mut encoder,
+                "phasegate_fleet_store_reachable",
+                "1 while the fleet store answers; 0 while this instance serves on what it knows.",
+                Gauge,
+                [(Labels::new(), ConstGauge::new(reachable))],
+            )?;
+            family(
+                &mut encoder,
+                "phasegate_fleet_pending_overrides",
+                "Changes in force on this instance that the fleet's log has not taken yet.",
+                Gauge,
+                [(Labels::new(), ConstGauge::new(f.pending_overrides as i64))],
+            )?;
+            family(
+                &mut encoder,
+                "phasegate_fleet_spooled_rows",
+                "Audit rows waiting for the fleet store.",
+                Gauge,
+                [(Labels::new(), ConstGauge::new(f.spooled_rows as i64))],
+            )?;
+            family(
+                &mut encoder,
+                "phasegate_fleet_spool_dropped",
+                "Audit rows given up because the spool was full (a full publish follows).",
+                Counter,
+                [(Labels::new(), ConstCounter::new(f.spool_dropped))],
+            )?;
+        }
         family(
             &mut encoder,
             "phasegate_instance_info",

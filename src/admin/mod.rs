@@ -170,6 +170,10 @@ async fn config_status(State(state): State<SharedAdmin>) -> Json<serde_json::Val
     v["audit_store"] = serde_json::to_value(state.recorder.store_status()).unwrap_or_default();
     // what the running config compiled with but will fail clients (stale CRLs…)
     v["warnings"] = serde_json::to_value(&state.snapshot.load().config.warnings).unwrap_or_default();
+    v["store"] = match state.control.fleet() {
+        Some(fleet) => serde_json::to_value(fleet.status()).unwrap_or_default(),
+        None => serde_json::json!({"store": "local", "health": crate::store::StoreHealth::Local}),
+    };
     Json(v)
 }
 

@@ -28,6 +28,10 @@ const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// How long an operator's change may wait for the store before the answer says it is
 /// in force on this instance only.
 const DELIVER_WITHIN: Duration = Duration::from_millis(500);
+/// How long the fleet store keeps history (as the local store does).
+const RETENTION: i64 = 7 * 86_400;
+/// How often history past the retention is deleted.
+const PRUNE_EVERY: i64 = 600;
 /// An instance silent this long is shown as such.
 pub const SILENT_AFTER: i64 = 10;
 /// Audit rows kept waiting for the store, at most; beyond, the oldest go (counted) and a
@@ -269,6 +273,7 @@ pub fn spawn(
     });
     // audit rows, heartbeat and the fleet's picture, once a second
     tokio::spawn(async move {
+        let mut last_prune = 0;
         let mut tick = tokio::time::interval(BEAT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_reachable = false;
@@ -293,6 +298,14 @@ pub fn spawn(
                             Ok::<(), StoreError>(())
                         }
                         .await;
+                        let now = unix_now();
+                        if published.is_ok() && now - last_prune >= PRUNE_EVERY {
+                            // any instance may prune: deleting what is past the retention is idempotent
+                            last_prune = now;
+                            if let Err(e) = fleet.store.prune(now - RETENTION).await {
+                                tracing::warn!(error = %e, "pruning the fleet store failed");
+                            }
+                        }
                         match published {
                             Ok(()) => refresh_view(&fleet, &recorder, &snapshot).await,
                             Err(e) => {
@@ -382,7 +395,7 @@ async fn sync_overrides(fleet: &Fleet, control: &ControlHandle, full: bool) -> R
 /// Reads every instance's audit data back and shows it in place of this instance's.
 async fn refresh_view(fleet: &Fleet, recorder: &Recorder, snapshot: &SharedSnapshot) {
     let now = unix_now();
-    match fleet.store.picture(now - 7 * 86_400).await {
+    match fleet.store.picture(now - RETENTION).await {
         Ok(picture) => {
             let current = snapshot.load();
             let mut view = AuditState::default();
