@@ -403,8 +403,16 @@ fn rollback(
                 );
             }
             match v["fleet"]["delivery"].as_str() {
-                Some("fleet") => println!("fleet: in the fleet's log (version {}); every instance applies it", v["fleet"]["version"]),
-                Some(_) => eprintln!("warning: {}", v["fleet"]["message"].as_str().unwrap_or("applied on this instance only")),
+                Some("fleet") => println!(
+                    "fleet: in the fleet's log (version {}); every instance applies it",
+                    v["fleet"]["version"]
+                ),
+                Some(_) => eprintln!(
+                    "warning: {}",
+                    v["fleet"]["message"]
+                        .as_str()
+                        .unwrap_or("applied on this instance only")
+                ),
                 None => {}
             }
             ExitCode::SUCCESS

@@ -352,10 +352,14 @@ async fn the_page_of_any_instance_shows_the_fleet_and_the_clients_other_instance
         .await;
     assert!(row.contains('2'), "the count c saw: {row}");
     d.b().goto(&format!("http://{admin}/#/config")).await.unwrap();
-    let c = d.text_of("#fleet-instances tr[data-instance='c']", |t| !t.is_empty()).await;
+    let c = d
+        .text_of("#fleet-instances tr[data-instance='c']", |t| !t.is_empty())
+        .await;
     // each instance here listens on its own port, so each runs a policy of its own: skew
     assert!(c.contains("another policy"), "{c}");
-    let a = d.text_of("#fleet-instances tr[data-instance='a']", |t| !t.is_empty()).await;
+    let a = d
+        .text_of("#fleet-instances tr[data-instance='a']", |t| !t.is_empty())
+        .await;
     assert!(a.contains("this one") && !a.contains("another policy"), "{a}");
     let summary = d.text_of("#fleet-summary", |t| t.contains("reachable")).await;
     assert!(summary.contains("3 instance(s)"), "{summary}");
@@ -363,9 +367,60 @@ async fn the_page_of_any_instance_shows_the_fleet_and_the_clients_other_instance
     // with the store gone, every view says so
     f.pg.pause();
     d.b().goto(&format!("http://{admin}/#/")).await.unwrap();
-    let alert = d.text_of("#config-alert", |t| t.contains("Fleet store unreachable")).await;
+    let alert = d
+        .text_of("#config-alert", |t| t.contains("Fleet store unreachable"))
+        .await;
     assert!(alert.contains("serves with what it knows"), "{alert}");
     d.screenshot("fleet-store-down").await;
     f.pg.resume();
     d.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_reached_over_verified_tls_and_its_password_never_logged() {
+    let pki = TestPki::new();
+    let server = pki
+        .intermediate
+        .issue(&phasegate::devpki::LeafSpec::server(&["localhost"]))
+        .unwrap();
+    let pg = Postgres::start_tls(
+        &format!("{}{}", server.cert_pem, pki.intermediate.cert_pem),
+        &server.key_pem,
+    );
+    let backend = common::echo_backend().await;
+    let root = pki.path("pki/root.pem");
+    let other = pki.path("pki/untrusted-root.pem");
+    for (ca, reachable) in [(&root, true), (&other, false)] {
+        let url = format!(
+            "postgresql://postgres:s3cret-not-for-logs@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            pg.port,
+            ca.display()
+        );
+        let mut g = GatewayProcess::start_with(&pki, ROUTES, backend.addr, &["--store", &url], &[], true).await;
+        let mut last = serde_json::Value::Null;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(8) {
+            last = get_json(&g, "/api/fleet").await.1;
+            if (last["health"]["state"] == "reachable") == reachable && started.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(last["health"]["state"] == "reachable", reachable, "{last}");
+        assert!(
+            last["store"].as_str().unwrap().ends_with("sslmode=verify-full"),
+            "{last}"
+        );
+        assert!(!last.to_string().contains("s3cret"), "{last}");
+        // the gateway serves either way
+        let opts = ClientOptions::new(pki.root_pem(), "api.test");
+        assert_eq!(
+            common::client::get_once(g.addr, &opts, "api.test", "/orders")
+                .await
+                .status,
+            200
+        );
+        let logs = g.stop_with_output();
+        assert!(!logs.contains("s3cret"), "the password was logged:\n{logs}");
+    }
 }

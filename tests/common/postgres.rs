@@ -36,6 +36,15 @@ extern "C" {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// With TLS on, serving `cert_pem` (leaf and chain) and `key_pem`.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let dir = tempfile::Builder::new().prefix("pg-test-").tempdir_in("/tmp").unwrap();
         if is_root() {
             let chown = Command::new("chown")
@@ -62,6 +71,31 @@ impl Postgres {
             "postgres",
             "--no-sync",
         ]);
+        if let Some((cert, key)) = tls {
+            let data = pg.data();
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                let chown = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status();
+                assert!(chown.unwrap().success());
+            }
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            use std::io::Write;
+            writeln!(
+                conf,
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+            )
+            .unwrap();
+        }
         pg.resume();
         pg
     }
