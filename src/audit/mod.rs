@@ -40,6 +40,8 @@ pub enum AuditEvent {
     CertificateSeen(Arc<crate::tls::PeerCertificate>, i64),
     /// A verified certificate inside its route's renewal window was used on the route.
     RenewalDue(Arc<str>, Arc<crate::tls::PeerCertificate>, i64),
+    /// Flush everything queued before this now; answered once it is on disk.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The aggregated picture; written only by the aggregator task, read by the admin API.
@@ -208,6 +210,17 @@ impl Recorder {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Folds in everything recorded so far and writes it to the durable store, waiting at
+    /// most `timeout` (at a graceful stop, so the last second is not lost). True when done.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let (done, written) = std::sync::mpsc::channel();
+        // behind every event already queued, so those are included
+        if self.tx.blocking_send(AuditEvent::Flush(done)).is_err() {
+            return false;
+        }
+        written.recv_timeout(timeout).is_ok()
+    }
+
     pub fn rejections(&self, route: &str) -> RouteRejectionsView {
         let mut view = self.read(|s| s.rejections.view(route));
         view.queue_dropped = self.queue_dropped();
@@ -218,6 +231,7 @@ impl Recorder {
 impl Aggregator {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(256);
+        let mut flushes = Vec::new();
         let mut sample = tokio::time::interval(FLUSH_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -234,17 +248,22 @@ impl Aggregator {
                             AuditEvent::Shadow(ShadowDiff::NewlyPassed, e) => state.shadow_passed.add(e),
                             AuditEvent::CertificateSeen(peer, at) => state.expiring.seen(&peer, at),
                             AuditEvent::RenewalDue(route, peer, at) => state.renewals.seen(&route, &peer, at),
+                            AuditEvent::Flush(done) => flushes.push(done),
                         }
                     }
+                    drop(state);
+                    if !flushes.is_empty() {
+                        self.sample_and_flush(std::mem::take(&mut flushes));
+                    }
                 }
-                _ = sample.tick() => self.sample_and_flush(),
+                _ = sample.tick() => self.sample_and_flush(Vec::new()),
             }
         }
     }
 
     /// Turns counter totals into per-minute buckets and hands what changed to the
-    /// durable store.
-    fn sample_and_flush(&mut self) {
+    /// durable store; each of `done` is answered once that is written.
+    fn sample_and_flush(&mut self, done: Vec<std::sync::mpsc::Sender<()>>) {
         let now = (self.clock)();
         let counters: Vec<(Arc<str>, Arc<RouteCounters>)> = self
             .counters
@@ -278,14 +297,19 @@ impl Aggregator {
         if let Some(durable) = &mut self.durable {
             batch.merge(std::mem::take(&mut durable.pending));
             if batch.is_empty() {
+                done.iter().for_each(|d| _ = d.send(()));
                 return;
             }
+            batch.done.extend(done);
             if let Err(
                 std::sync::mpsc::TrySendError::Full(batch) | std::sync::mpsc::TrySendError::Disconnected(batch),
             ) = durable.writer.try_send(batch)
             {
                 durable.pending = batch;
             }
+        } else {
+            // in memory only: nothing to write
+            done.iter().for_each(|d| _ = d.send(()));
         }
     }
 }

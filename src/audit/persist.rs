@@ -26,6 +26,8 @@ pub struct FlushBatch {
     pub renewals: Vec<(Arc<str>, Renewal)>,
     /// Delete history older than this (Unix seconds), when set.
     pub prune_before: Option<i64>,
+    /// Told once the batch is written (or failed): a graceful stop waits for it.
+    pub done: Vec<mpsc::Sender<()>>,
 }
 
 impl FlushBatch {
@@ -48,6 +50,7 @@ impl FlushBatch {
         renewals.append(&mut self.renewals);
         self.renewals = renewals;
         self.prune_before = self.prune_before.max(older.prune_before);
+        self.done.extend(older.done);
     }
 }
 
@@ -449,6 +452,7 @@ pub fn spawn_writer(
     std::thread::Builder::new().name("audit-store".into()).spawn(move || {
         for batch in rx {
             let result = store.write(&batch);
+            batch.done.iter().for_each(|d| _ = d.send(()));
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok(()) => {
