@@ -47,7 +47,10 @@ pub enum AuditEvent {
 /// The aggregated picture; written only by the aggregator task, read by the admin API.
 #[derive(Default)]
 pub struct AuditState {
+    /// Clients enforce would reject.
     pub rejections: RejectionStore,
+    /// Clients enforce would reject but for an exemption: they pass, and nobody needs telling.
+    pub exempt: RejectionStore,
     /// Clients the shadow policy would reject that the live policy lets through.
     pub shadow_rejected: RejectionStore,
     /// Clients the shadow policy would let through that the live policy rejects.
@@ -56,6 +59,46 @@ pub struct AuditState {
     pub expiring: ExpiringCertificates,
     /// Per route, verified certificates due for renewal.
     pub renewals: RenewalStore,
+}
+
+/// Which recorded clients to list: those enforce would reject (the default everywhere),
+/// those an exemption lets through, or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerdictFilter {
+    #[default]
+    WouldReject,
+    Exempt,
+    All,
+}
+
+impl VerdictFilter {
+    pub fn parse(text: &str) -> Option<VerdictFilter> {
+        Some(match text {
+            "would_reject" => VerdictFilter::WouldReject,
+            "exempt" => VerdictFilter::Exempt,
+            "all" => VerdictFilter::All,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictFilter::WouldReject => "would_reject",
+            VerdictFilter::Exempt => "exempt",
+            VerdictFilter::All => "all",
+        }
+    }
+}
+
+impl AuditState {
+    /// Where a client with this verdict is kept: exempt ones apart, so that each record
+    /// counts requests of one kind and "who would break" holds only those who would.
+    fn records_for(&mut self, verdict: crate::policy::Verdict) -> &mut RejectionStore {
+        match verdict {
+            crate::policy::Verdict::Exempt(_) => &mut self.exempt,
+            _ => &mut self.rejections,
+        }
+    }
 }
 
 /// The request path's handle: cheap to clone, never blocks.
@@ -121,7 +164,7 @@ impl Recorder {
         {
             let mut state = recorder.state.lock().unwrap_or_else(|e| e.into_inner());
             for (route, record) in loaded.records {
-                state.rejections.restore(&route, record);
+                state.records_for(record.last_verdict).restore(&route, record);
             }
             for (route, b) in loaded.minutes {
                 state
@@ -221,8 +264,20 @@ impl Recorder {
         written.recv_timeout(timeout).is_ok()
     }
 
-    pub fn rejections(&self, route: &str) -> RouteRejectionsView {
-        let mut view = self.read(|s| s.rejections.view(route));
+    /// The route's recorded clients of `which` kind.
+    pub fn rejections(&self, route: &str, which: VerdictFilter) -> RouteRejectionsView {
+        let mut view = self.read(|s| match which {
+            VerdictFilter::WouldReject => s.rejections.view(route),
+            VerdictFilter::Exempt => s.exempt.view(route),
+            VerdictFilter::All => {
+                let mut view = s.rejections.view(route);
+                let exempt = s.exempt.view(route);
+                view.clients.extend(exempt.clients);
+                view.dropped += exempt.dropped;
+                view
+            }
+        });
+        view.verdict = which.as_str();
         view.queue_dropped = self.queue_dropped();
         view
     }
@@ -243,7 +298,7 @@ impl Aggregator {
                     let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                     for event in batch.drain(..) {
                         match event {
-                            AuditEvent::Rejection(e) => state.rejections.add(e),
+                            AuditEvent::Rejection(e) => state.records_for(e.verdict).add(e),
                             AuditEvent::Shadow(ShadowDiff::NewlyRejected, e) => state.shadow_rejected.add(e),
                             AuditEvent::Shadow(ShadowDiff::NewlyPassed, e) => state.shadow_passed.add(e),
                             AuditEvent::CertificateSeen(peer, at) => state.expiring.seen(&peer, at),
@@ -282,6 +337,7 @@ impl Aggregator {
             }
             if let Some(durable) = &mut self.durable {
                 batch.records = state.rejections.take_dirty();
+                batch.records.append(&mut state.exempt.take_dirty());
                 batch.certificates = state.expiring.take_dirty();
                 batch.renewals = state.renewals.take_dirty();
                 if now - durable.last_prune >= PRUNE_EVERY {
@@ -289,6 +345,7 @@ impl Aggregator {
                     let before = now - durable.retention_secs;
                     batch.prune_before = Some(before);
                     state.rejections.forget_older_than(before);
+                    state.exempt.forget_older_than(before);
                     state.expiring.forget_older_than(before);
                     state.renewals.forget_older_than(before);
                 }
