@@ -825,7 +825,7 @@
     const st = $("#stats");
     if (st && stats) {
       const hs = stats.handshakes || {};
-      st.textContent = `TLS handshakes since start: ${fmtNum(hs.completed)} completed, ${fmtNum(hs.client_cert_requested)} asked for a client certificate, ${fmtNum(hs.client_cert_presented)} presented one` +
+      st.textContent = `TLS handshakes since this process started: ${fmtNum(hs.completed)} completed, ${fmtNum(hs.client_cert_requested)} asked for a client certificate, ${fmtNum(hs.client_cert_presented)} presented one` +
         (num(stats.recording_queue_dropped) ? ` · ${fmtNum(stats.recording_queue_dropped)} records dropped (queue full)` : "");
     }
   }
@@ -922,7 +922,7 @@
             h("th", { scope: "col", class: "num", text: "Clients" }))),
           h("tbody", null,
             ["1h", "24h", "total"].map((w) => h("tr", { "data-window": w },
-              h("th", { scope: "row", text: { "1h": "Last hour", "24h": "Last 24 h", total: "Since start" }[w] }),
+              h("th", { scope: "row", "data-field": "window-label", text: { "1h": "Last hour", "24h": "Last 24 h", total: "This process" }[w] }),
               h("td", { class: "num", "data-field": "requests" }),
               h("td", { class: "num", "data-field": "would-reject" }),
               h("td", { class: "num", "data-field": "rejected" }),
@@ -941,6 +941,15 @@
         h("p", { id: "rejections-dropped", class: "notice", hidden: true }),
         h("div", { class: "table-wrap" }, rejTable),
         h("p", { id: "rejections-empty", class: "empty-state", hidden: true, text: "No would-be-rejected clients recorded" })),
+      h("section", { id: "exempt-section", class: "exempt-section", "aria-labelledby": "exempt-h", hidden: true },
+        h("h2", { id: "exempt-h", text: "Exempt clients" }),
+        h("p", { class: "muted small", text: "Enforce would reject these for the reason shown, but an exemption (see Staging) lets them through: they do not count as would-be-rejected, and nobody needs telling until it ends." }),
+        h("div", { class: "table-wrap" },
+          h("table", { id: "exempt-clients", class: "data compact" },
+            h("caption", { text: "Clients passed by an exemption, most requests first" }),
+            h("thead", null, h("tr", null,
+              ["Client", "Would be rejected for", "Requests", "First seen", "Last seen", "Sources"].map((t) => h("th", { scope: "col", text: t })))),
+            h("tbody")))),
       h("section", { class: "owners-section", "aria-labelledby": "owners-h" },
         h("h2", { id: "owners-h", text: "By owner" }),
         h("p", { class: "muted small", text: "Whom to tell before enforcing: the clients above grouped by the owners: section of the policy (phasegate notify-list prints the same)." }),
@@ -1027,6 +1036,12 @@
     renderIfChanged(cell("staging"), [route.enforce_percent, route.exemptions, route.auto_rollback], () => stagingContent(route));
 
     const windows = { "1h": route.last_hour || {}, "24h": route.last_day || {}, total: { requests: route.requests, would_reject: route.would_reject, rejected: route.rejected, clients: null } };
+    // the 1 h and 24 h windows survive restarts (durable history); these counts do not
+    const started = view.startedAt;
+    const totalLabel = $('tr[data-window="total"] [data-field="window-label"]', s);
+    renderIfChanged(totalLabel, started ?? null, () => validUnix(started)
+      ? ["This process ", h("span", { class: "muted small block", text: `since it started, ${fmtLocal(started)}` })]
+      : ["This process ", h("span", { class: "muted small block", text: "since it started" })]);
     for (const [w, v] of Object.entries(windows)) {
       const tr = $(`tr[data-window="${w}"]`, s);
       numCell($('[data-field="requests"]', tr), v.requests);
@@ -1132,11 +1147,30 @@
         h("li", { "data-exemption": e.client ?? "", "data-active": e.active ? "true" : "false" },
           h("code", { text: e.client ?? "?" }), " ",
           h("span", { class: e.active ? "badge" : "badge expired", text: e.active ? "exempt" : "expired" }),
-          " until ", timeEl(e.until, { rel: false }),
+          " ", h("span", { "data-field": "exemption-ends", text: e.ends ?? "" }),
           e.reason ? h("span", { class: "muted small block", text: e.reason }) : null))));
     }
     if (!items.length) items.push(h("p", { class: "muted", text: "No staging: the mode applies to every client." }));
     return items;
+  }
+
+  // Clients an exemption lets through, apart from those who would break.
+  function renderExempt(view, route, exempt) {
+    const section = $("#exempt-section", view.section);
+    if (!section) return;
+    const clients = exempt && Array.isArray(exempt.clients) ? exempt.clients : [];
+    const hasExemptions = Array.isArray(route.exemptions) && route.exemptions.length > 0;
+    section.hidden = !clients.length && !hasExemptions;
+    const td = (field, ...kids) => h("td", { "data-field": field }, kids);
+    renderIfChanged($("tbody", section), [clients, Math.floor(Date.now() / 10000)], () => clients.length ? clients.map((c) =>
+      h("tr", { "data-client": c.client ?? "", "data-reason": c.reason ?? "" },
+        h("th", { scope: "row", "data-field": "client" }, h("code", { class: "client-id", text: c.client ?? "?" })),
+        td("reason", h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" })),
+        h("td", { class: "num", "data-field": "count", text: fmtNum(c.count) }),
+        td("first-seen", timeEl(c.first_seen)),
+        td("last-seen", timeEl(c.last_seen)),
+        td("sources", Array.isArray(c.sources) && c.sources.length ? c.sources.join(", ") : h("span", { class: "muted", text: "—" }))))
+      : h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted", text: "No exempt clients recorded" })));
   }
 
   function renderRejections(view, rej) {
@@ -1302,7 +1336,7 @@
     renderIfChanged($("#config-generation", s), String(c.generation ?? "—"), () => String(c.generation ?? "—"));
     renderIfChanged($("#config-loaded-at", s), [c.loaded_at, Math.floor(Date.now() / 10000)], () => timeEl(c.loaded_at));
     renderIfChanged($("#config-hash", s), c.content_hash ?? "", () => h("code", { title: c.content_hash || "", text: shortHash(c.content_hash) }));
-    $("#config-reloads", s).textContent = `${fmtNum(c.reloads_ok)} applied, ${fmtNum(c.reloads_failed)} rejected since start`;
+    $("#config-reloads", s).textContent = `${fmtNum(c.reloads_ok)} applied, ${fmtNum(c.reloads_failed)} rejected since this process started`;
     const la = c.last_attempt;
     renderIfChanged($("#config-last-attempt", s), [la, Math.floor(Date.now() / 10000)], () => la
       ? [timeEl(la.at), ` via ${sourceText[la.source] || la.source}`]
@@ -1497,7 +1531,7 @@
       } else if (view.name === "route") {
         const base = routeApi(view.route);
         const optional = (p) => p.then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null));
-        const [route, rej, r1h, r7d, cfg, owners, shadow] = await Promise.all([
+        const [route, rej, r1h, r7d, cfg, owners, shadow, exempt] = await Promise.all([
           api(base).then((r) => r.data),
           api(rejectionsQuery(view, null, false)).then((r) => r.data),
           optional(api(`${base}/readiness?window=1h`)),
@@ -1505,10 +1539,13 @@
           cfgP,
           optional(api(`${base}/owners`)),
           optional(api(`${base}/shadow?window=24h`)),
+          optional(api(`${base}/rejections?verdict=exempt`)),
         ]);
         if (stillCurrent()) {
           view.section.classList.remove("missing");
+          if (cfg && validUnix(cfg.started_at)) view.startedAt = cfg.started_at;
           renderRouteDetail(view, route || {}, rej, r1h, r7d);
+          renderExempt(view, route || {}, exempt);
           renderOwners(view, owners);
           renderRenewals(view, owners);
           renderShadow(view, shadow);

@@ -1,5 +1,6 @@
 //! The `phasegate` command.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use phasegate::admin::AdminToken;
-use phasegate::cli::admin_client::{encode, read_token, AdminClient};
+use phasegate::cli::admin_client::read_token;
+use phasegate::cli::notify::ListFormat;
+use phasegate::cli::rollback::Change;
 use phasegate::cli::verify::{self, VerifyReport};
 use phasegate::policy::AllowEntry;
 use phasegate::server::{Gateway, Settings};
@@ -37,13 +40,6 @@ enum LogFormat {
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum OutputFormat {
     Text,
-    Json,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum ListFormat {
-    Text,
-    Csv,
     Json,
 }
 
@@ -108,7 +104,8 @@ enum Command {
         /// Fail (exit 1) when the window holds fewer requests than this: no evidence.
         #[arg(long, default_value_t = 0)]
         min_requests: u64,
-        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        /// The admin API.
+        #[arg(long, env = "PHASEGATE_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
@@ -121,7 +118,8 @@ enum Command {
         shadow: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: ListFormat,
-        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        /// The admin API.
+        #[arg(long, env = "PHASEGATE_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
     /// Roll one route back (to the mode before its last tightening, or --to MODE), or
@@ -135,11 +133,12 @@ enum Command {
         /// Remove the route's override so the YAML mode applies again.
         #[arg(long, conflicts_with_all = ["to", "reason"])]
         clear: bool,
-        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        /// The admin API.
+        #[arg(long, env = "PHASEGATE_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
         /// File holding the admin token (else $PHASEGATE_ADMIN_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
+        #[arg(long, alias = "token-file")]
+        admin_token_file: Option<PathBuf>,
     },
     /// Validate the policies in DIR without serving; exit 1 on any problem. Warnings (what
     /// compiles but will fail clients, such as a stale CRL) are printed too.
@@ -259,7 +258,7 @@ fn main() -> ExitCode {
             shadow,
             format,
             admin,
-        } => notify_list(&route, shadow, format, &admin),
+        } => phasegate::cli::notify::run(&route, shadow, format, &admin),
         Command::Readiness {
             route,
             window,
@@ -267,95 +266,28 @@ fn main() -> ExitCode {
             min_requests,
             admin,
             format,
-        } => readiness(&route, &window, max_reject_ratio, min_requests, &admin, format),
+        } => phasegate::cli::readiness::run(
+            &route,
+            &window,
+            max_reject_ratio,
+            min_requests,
+            &admin,
+            format == OutputFormat::Json,
+        ),
         Command::Rollback {
             route,
             to,
             reason,
             clear,
             admin,
-            token_file,
-        } => rollback(&route, to, reason, clear, &admin, token_file.as_deref()),
-    }
-}
-
-fn readiness(
-    route: &str,
-    window: &str,
-    max: Option<f64>,
-    min_requests: u64,
-    admin: &str,
-    format: OutputFormat,
-) -> ExitCode {
-    if let Some(r) = max.filter(|r| !(0.0..=1.0).contains(r)) {
-        eprintln!("phasegate readiness: --max-reject-ratio {r} is out of range (expected 0 to 1, e.g. 0.01)");
-        return ExitCode::from(2);
-    }
-    let path = format!("/api/routes/{}/readiness?window={}", encode(route), encode(window));
-    let result = AdminClient::new(admin, None).and_then(|c| c.call_blocking(http::Method::GET, &path, None));
-    let v = match result {
-        Ok((200, v)) => v,
-        Ok((status, v)) => {
-            eprintln!(
-                "phasegate readiness: {} ({status})",
-                v["error"].as_str().unwrap_or(&v.to_string())
-            );
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("phasegate readiness: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let ratio = v["reject_ratio"].as_f64().unwrap_or(0.0);
-    let requests = v["requests"].as_u64().unwrap_or(0);
-    let verdict = match max {
-        _ if requests < min_requests => Err(format!("only {requests} requests in the window (need {min_requests})")),
-        Some(limit) if ratio > limit => Err(format!("reject ratio {ratio:.4} is above {limit}")),
-        _ => Ok(()),
-    };
-    match format {
-        OutputFormat::Json => {
-            let mut out = v.clone();
-            out["ok"] = verdict.is_ok().into();
-            println!("{out}");
-        }
-        OutputFormat::Text => {
-            println!("{route} ({window}): {}", v["summary"].as_str().unwrap_or(""));
-            if let Err(why) = &verdict {
-                println!("not ready: {why}");
-            }
-        }
-    }
-    if verdict.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn notify_list(route: &str, shadow: bool, format: ListFormat, admin: &str) -> ExitCode {
-    let path = format!("/api/routes/{}/owners?shadow={shadow}", encode(route));
-    let result = AdminClient::new(admin, None).and_then(|c| c.call_blocking(http::Method::GET, &path, None));
-    match result {
-        Ok((200, v)) => {
-            match format {
-                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-                ListFormat::Csv => print!("{}", phasegate::cli::notify::render(&v, true)),
-                ListFormat::Text => print!("{}", phasegate::cli::notify::render(&v, false)),
-            }
-            ExitCode::SUCCESS
-        }
-        Ok((status, v)) => {
-            eprintln!(
-                "phasegate notify-list: {} ({status})",
-                v["error"].as_str().unwrap_or(&v.to_string())
-            );
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("phasegate notify-list: {e}");
-            ExitCode::from(2)
+            admin_token_file,
+        } => {
+            let change = if clear {
+                Change::Clear
+            } else {
+                Change::Rollback { to, reason }
+            };
+            phasegate::cli::rollback::run(&route, change, &admin, admin_token_file.as_deref())
         }
     }
 }
@@ -368,74 +300,13 @@ fn parse_mode(text: &str) -> Result<phasegate::policy::Mode, String> {
     text.parse().map_err(|e: phasegate::policy::UnknownMode| e.to_string())
 }
 
-fn rollback(
-    route: &str,
-    to: Option<phasegate::policy::Mode>,
-    reason: Option<String>,
-    clear: bool,
-    admin: &str,
-    token_file: Option<&std::path::Path>,
-) -> ExitCode {
-    let result = (|| -> Result<(u16, serde_json::Value), String> {
-        let client = AdminClient::new(admin, read_token(token_file)?)?;
-        let route = encode(route);
-        if clear {
-            client.call_blocking(http::Method::DELETE, &format!("/api/routes/{route}/override"), None)
-        } else {
-            let body = serde_json::json!({ "to": to, "reason": reason });
-            client.call_blocking(http::Method::POST, &format!("/api/routes/{route}/rollback"), Some(body))
-        }
-    })();
-    match result {
-        Ok((200, v)) => {
-            let mode = v["mode"].as_str().unwrap_or("?");
-            let previous = v["previous_mode"].as_str().unwrap_or("?");
-            let yaml = v["yaml_mode"].as_str().unwrap_or("?");
-            if clear {
-                println!("{route}: override cleared; running {mode} as the YAML says (was {previous})");
-            } else {
-                println!("{route}: {previous} -> {mode} (YAML says {yaml}; the override stays until `phasegate rollback {route} --clear`)");
-            }
-            if v["persisted"] == false {
-                eprintln!(
-                    "warning: the override is in force but was not saved: {}",
-                    v["persist_error"].as_str().unwrap_or("no state directory")
-                );
-            }
-            match v["fleet"]["delivery"].as_str() {
-                Some("fleet") => println!(
-                    "fleet: in the fleet's log (version {}); every instance applies it",
-                    v["fleet"]["version"]
-                ),
-                Some(_) => eprintln!(
-                    "warning: {}",
-                    v["fleet"]["message"]
-                        .as_str()
-                        .unwrap_or("applied on this instance only")
-                ),
-                None => {}
-            }
-            ExitCode::SUCCESS
-        }
-        Ok((status, v)) => {
-            eprintln!(
-                "phasegate rollback: {} ({status})",
-                v["error"].as_str().unwrap_or(&v.to_string())
-            );
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("phasegate rollback: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // colour codes only for a person at a terminal, not in files or log collectors
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -590,7 +461,11 @@ fn demo(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let gateway = Gateway::build(&settings)?;
     println!(
         "{}",
-        phasegate::demo::instructions(&layout, &gateway.admin_addr.to_string())
+        phasegate::demo::instructions(
+            &layout,
+            &gateway.admin_addr.to_string(),
+            &phasegate::cli::invocation::self_command()
+        )
     );
     gateway.run_forever();
     Ok(())

@@ -18,7 +18,7 @@ use crate::admin::AdminToken;
 use crate::audit::{Aggregator, Recorder};
 use crate::control::{ControlHandle, ControlPlane, FileWatcher, StartupError};
 use crate::policy::SharedSnapshot;
-use crate::proxy::MtlsProxy;
+use crate::proxy::{InFlight, MtlsProxy};
 use crate::tls::{ClientHelloDeadline, HandshakeCallbacks};
 
 /// How to run a gateway process.
@@ -135,6 +135,8 @@ pub struct Gateway {
     pub recorder: Recorder,
     pub listeners: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
+    in_flight: Arc<InFlight>,
+    grace_period: Duration,
 }
 
 impl Gateway {
@@ -181,7 +183,13 @@ impl Gateway {
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
-        let proxy = MtlsProxy::new(snapshot.clone(), recorder.clone(), &settings.instance_id);
+        let in_flight = Arc::new(InFlight::default());
+        let proxy = MtlsProxy::new(
+            snapshot.clone(),
+            recorder.clone(),
+            &settings.instance_id,
+            in_flight.clone(),
+        );
         // the proxy app inside a total deadline for each request head (proxy/head_deadline.rs)
         let app = crate::proxy::HeadDeadline::new(pingora::proxy::http_proxy(&server.configuration, proxy));
         let mut service = pingora::services::listening::Service::new("phasegate proxy".to_string(), app);
@@ -238,12 +246,50 @@ impl Gateway {
             recorder,
             listeners,
             admin_addr,
+            in_flight,
+            grace_period: Duration::from_secs(settings.grace_period_secs),
         })
     }
 
-    /// Runs until SIGTERM (graceful: in-flight requests finish), SIGINT or SIGQUIT.
+    /// Runs until SIGINT (at once), or SIGTERM or SIGQUIT: then new connections are refused,
+    /// idle ones closed, and the process ends as soon as the requests in flight are done —
+    /// at the latest when the grace period is over.
+    ///
+    /// Pingora's own graceful stop always sleeps the whole grace period, busy or not; so
+    /// this thread takes the signals, tells the server thread to stop, and returns once
+    /// nothing is in flight (the server thread is left sleeping; the process ends with it).
     pub fn run_forever(self) {
-        self.server.run(RunArgs::default());
+        let mut signals = match StopSignals::register() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for signals; SIGTERM waits the whole grace period");
+                return self.server.run(RunArgs::default());
+            }
+        };
+        let (in_flight, grace, recorder) = (self.in_flight.clone(), self.grace_period, self.recorder.clone());
+        let mut running = self.spawn();
+        let Stop::Graceful = signals.wait() else {
+            running.shutdown(Stop::Fast);
+            return;
+        };
+        let deadline = std::time::Instant::now() + grace;
+        let _ = running.stop.send(Some(Stop::Graceful));
+        // a head read just before the stop reaches the proxy a moment later
+        std::thread::sleep(SETTLE.min(grace));
+        if !in_flight.wait_until_idle(deadline) {
+            tracing::warn!(
+                in_flight = in_flight.count(),
+                grace_secs = grace.as_secs(),
+                "grace period over; requests still in flight are cut off"
+            );
+        }
+        // what those requests recorded, on disk before the process ends
+        if !recorder.flush(Duration::from_secs(2)) {
+            tracing::warn!("the last audit records may not have been written");
+        }
+        tracing::info!("stopped");
+        // not joined: Pingora's thread sleeps out the rest of its grace period
+        running.thread.take();
     }
 
     /// Runs on a thread of its own until [`RunningGateway::stop`].
@@ -307,6 +353,44 @@ impl Drop for RunningGateway {
 enum Stop {
     Graceful,
     Fast,
+}
+
+/// How long a graceful stop waits before it trusts an in-flight count of zero.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// SIGTERM and SIGQUIT stop gracefully, SIGINT at once (as Pingora's own handling, minus
+/// the socket hand-over of SIGQUIT, which phasegate does not use).
+struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Registered before the server starts, so that no signal finds the default action.
+    fn register() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let _in = rt.enter();
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            quit: signal(SignalKind::quit())?,
+            int: signal(SignalKind::interrupt())?,
+            rt,
+        })
+    }
+
+    fn wait(&mut self) -> Stop {
+        let StopSignals { rt, term, quit, int } = self;
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => Stop::Graceful,
+                _ = quit.recv() => Stop::Graceful,
+                _ = int.recv() => Stop::Fast,
+            }
+        })
+    }
 }
 
 struct StopSignal(watch::Receiver<Option<Stop>>);

@@ -380,3 +380,63 @@ routes:
     d.screenshot("route-detail-renewals").await;
     d.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exempt_clients_are_listed_apart_from_those_who_would_break() {
+    let pki = TestPki::new();
+    let routes = r#"
+routes:
+  - name: legacy
+    match: { host: api.test, path_prefix: /legacy }
+    upstream: { address: "{backend}" }
+    mtls:
+      mode: audit
+      trust: internal
+      exempt: [{ cidr: 127.0.0.0/8, until: 2999-03-01, reason: "batch hosts" }]
+"#;
+    let gw = TestGateway::start(&pki, routes).await;
+    assert_eq!(anonymous_get(&gw, &pki, "/legacy").await, 200);
+    let d = browser(1280, 900).await;
+    d.b()
+        .goto(&format!("http://{}/#/route/legacy", gw.admin))
+        .await
+        .unwrap();
+    let exempt = d
+        .text_of("#exempt-clients tr[data-client='addr:127.0.0.1']", |t| {
+            t.contains("no_cert")
+        })
+        .await;
+    assert!(exempt.contains("no_cert"), "{exempt}");
+    d.text_of("#rejections-empty", |t| {
+        t.contains("No would-be-rejected clients recorded")
+    })
+    .await;
+    let readiness = d
+        .text_of("[data-field='readiness']", |t| t.contains("would reject"))
+        .await;
+    assert!(readiness.contains("0.0% of requests from 0 clients"), "{readiness}");
+    // `until: 2999-03-01` covers that whole day
+    let ends = d
+        .text_of(
+            "[data-exemption='cidr:127.0.0.0/8'] [data-field='exemption-ends']",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert_eq!(ends, "through 2999-03-01 (UTC)");
+    // the counts that a restart resets say so
+    let label = d
+        .text_of("tr[data-window='total'] [data-field='window-label']", |t| {
+            t.contains("since it started,")
+        })
+        .await;
+    assert!(label.starts_with("This process"), "{label}");
+    d.screenshot("route-detail-exempt").await;
+    d.b().goto(&format!("http://{}/#/", gw.admin)).await.unwrap();
+    let clients = d
+        .text_of("tr[data-route='legacy'] [data-field='clients']", |t| {
+            !t.trim().is_empty()
+        })
+        .await;
+    assert_eq!(clients.trim(), "0", "the overview's Clients column");
+    d.close().await;
+}

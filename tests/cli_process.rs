@@ -98,3 +98,41 @@ async fn the_rollback_command_rolls_one_route_back_and_clears_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_find_the_gateway_through_phasegate_admin_and_take_the_token_file_under_either_name() {
+    let pki = TestPki::new();
+    let backend = echo_backend().await;
+    let gw = GatewayProcess::start(&pki, &routes("enforce"), backend.addr, &[]).await;
+    let token_file = pki.path("admin-token").display().to_string();
+    let phasegate = |args: &[&str], admin: &str| {
+        Command::new(env!("CARGO_BIN_EXE_phasegate"))
+            .args(args)
+            .env("PHASEGATE_ADMIN", admin)
+            .env_remove("PHASEGATE_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin = gw.admin_url();
+    // the same spelling as `run --admin-token-file`
+    let out = phasegate(&["rollback", "payments", "--admin-token-file", &token_file], &admin);
+    assert!(ok(&out).starts_with("payments: enforce -> audit"));
+    // the old spelling still works
+    let out = phasegate(
+        &["rollback", "payments", "--clear", "--token-file", &token_file],
+        &admin,
+    );
+    assert!(ok(&out).contains("override cleared"));
+    assert!(ok(&phasegate(&["readiness", "payments"], &admin)).starts_with("payments (24h): "));
+    assert!(ok(&phasegate(&["notify-list", "payments"], &admin)).starts_with("payments: "));
+    // --admin wins over the environment
+    let out = phasegate(&["readiness", "payments", "--admin", &admin], "http://127.0.0.1:1");
+    ok(&out);
+    let out = phasegate(&["readiness", "payments"], "http://127.0.0.1:1");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API at 127.0.0.1:1"));
+}

@@ -1,8 +1,9 @@
-//! The README's first command: `phasegate demo` serves the example policies and each mode
-//! behaves as the walkthrough says.
+//! The README's first command: `phasegate demo` serves the example policies, each mode
+//! behaves as the walkthrough says, and the commands it prints work as shown.
 
 mod common;
 
+use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 
 use common::{pki::ClientCert, ClientOptions};
@@ -26,15 +27,30 @@ fn client_cert(dir: &std::path::Path, name: &str) -> Option<ClientCert> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_audit_passing_and_recording_and_soft_fail_and_enforce_rejecting() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = Demo(
+    // no phasegate on PATH, as after `cargo run --release -- demo` on a fresh checkout
+    let mut demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_phasegate"))
             .args(["demo", "--dir"])
             .arg(dir.path())
+            .env("PATH", "/usr/bin:/bin")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    let stdout = std::io::BufReader::new(demo.0.stdout.take().unwrap());
+    let instructions = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+        text
+    });
     let addr = "127.0.0.1:8443".parse().unwrap();
     common::wait_for_port(addr).await;
     let root = std::fs::read_to_string(dir.path().join("pki/root.pem")).unwrap();
@@ -113,5 +129,44 @@ async fn the_demo_shows_audit_passing_and_recording_and_soft_fail_and_enforce_re
     }
     reasons.sort();
     assert_eq!(reasons, ["identity_not_allowed", "no_cert"]);
+
+    // every phasegate command the demo prints, pasted into a shell as they are
+    let text = instructions.await.unwrap();
+    let exe = text
+        .lines()
+        .find_map(|l| l.trim().strip_suffix(" readiness orders-audit"))
+        .unwrap_or_else(|| panic!("no readiness command in {text}"))
+        .to_string();
+    let pasted: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("export PHASEGATE_ADMIN=") || l.starts_with(&format!("{exe} ")))
+        .collect();
+    assert_eq!(pasted.len(), 6, "{text}");
+    let out = Command::new("sh")
+        .args(["-ec", &pasted.join("\n")])
+        .env("PATH", "/usr/bin:/bin")
+        .env_remove("PHASEGATE_ADMIN")
+        .env_remove("PHASEGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{printed}{}",
+        pasted.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("payments-enforce: enforce -> audit"), "{printed}");
+    assert!(printed.contains("payments-enforce: override cleared"), "{printed}");
+    assert!(
+        printed.contains("orders-audit (24h): enforce now would reject"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("orders-audit: 2 client(s) enforce would reject"),
+        "{printed}"
+    );
+    assert!(printed.contains("ok: 4 routes"), "{printed}");
     drop(demo);
 }

@@ -149,22 +149,65 @@ async fn an_unwritable_state_directory_keeps_serving_and_shows_and_counts_the_er
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_in_flight_requests_complete() {
+async fn sigterm_lets_in_flight_requests_complete_then_exits_without_waiting_out_the_grace_period() {
     let pki = TestPki::new();
     let backend = common::echo_backend().await;
     let routes = ROUTES.replace("enforce", "audit");
-    let mut gw = GatewayProcess::start(&pki, &routes, backend.addr, &["--grace-period", "5"]).await;
+    let mut gw = GatewayProcess::start(&pki, &routes, backend.addr, &["--grace-period", "8"]).await;
     let anonymous = ClientOptions::new(pki.root_pem(), "api.test");
     let in_flight = common::client::spawn_get_once(gw.addr, &anonymous, "api.test", "/?delay_ms=1500");
     tokio::time::sleep(Duration::from_millis(400)).await;
     gw.signal("TERM");
+    let signalled = std::time::Instant::now();
     let reply = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
         .expect("the request finished")
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     let exited = tokio::task::spawn_blocking(move || gw.wait()).await.unwrap();
-    assert!(exited.status.code().is_some(), "{:?}", exited.status);
+    let took = signalled.elapsed();
+    assert_eq!(exited.status.code(), Some(0), "{:?}", exited.status);
+    // the request had ~1.1 s left; the grace period is 8 s
+    assert!(took < Duration::from_secs(4), "exited {took:?} after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nothing_in_flight_exits_at_once_and_keeps_what_was_recorded() {
+    let pki = TestPki::new();
+    let backend = common::echo_backend().await;
+    let routes = ROUTES.replace("enforce", "audit");
+    let mut gw = GatewayProcess::start(&pki, &routes, backend.addr, &["--grace-period", "10"]).await;
+    // an idle kept-alive connection is not a request in flight
+    let mut idle = common::Client::connect(gw.addr, &ClientOptions::new(pki.root_pem(), "api.test"))
+        .await
+        .unwrap();
+    assert_eq!(idle.get("api.test", "/").await.status, 200);
+    gw.signal("TERM");
+    let signalled = std::time::Instant::now();
+    let exited = tokio::task::spawn_blocking(move || (gw.wait(), gw)).await.unwrap();
+    let took = signalled.elapsed();
+    let (exited, mut gw) = exited;
+    assert_eq!(exited.status.code(), Some(0), "{:?}", exited.status);
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after SIGTERM (grace period 10 s)"
+    );
+    drop(idle);
+
+    // the request just before the signal was written to the audit store on the way out
+    gw.kill_and_restart().await;
+    let (status, v) = gw
+        .admin(None)
+        .call(http::Method::GET, "/api/routes/payments/rejections", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let clients = v["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{v}");
+    assert_eq!(
+        (clients[0]["reason"].as_str(), clients[0]["count"].as_u64()),
+        (Some("no_cert"), Some(1))
+    );
 }
 
 /// Makes the files of a directory immutable until dropped.

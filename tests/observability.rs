@@ -207,3 +207,14 @@ async fn health_and_readiness_probes_answer() {
     let (status, body) = client.call(http::Method::GET, "/healthz", None).await.unwrap();
     assert_eq!((status, body.as_str()), (200, Some("ok")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let pki = TestPki::new();
+    let backend = common::echo_backend().await;
+    // stdout and stderr are pipes here, as under systemd, docker or `demo > file`
+    let mut gw = common::GatewayProcess::start_with(&pki, ROUTES, backend.addr, &[], &[], true).await;
+    let logs = gw.stop_with_output();
+    assert!(logs.contains("phasegate serving"), "{logs}");
+    assert!(!logs.contains('\x1b'), "ANSI escape codes in piped logs: {logs:?}");
+}

@@ -74,7 +74,7 @@ routes:
     // exempt clients are recorded as exempt and do not count against readiness
     let mut records = serde_json::Value::Null;
     for _ in 0..100 {
-        records = gw.admin_get("/api/routes/current/rejections").await.1;
+        records = gw.admin_get("/api/routes/current/rejections?verdict=all").await.1;
         if records["clients"].as_array().map_or(0, |c| c.len()) >= 3 {
             break;
         }
@@ -90,6 +90,7 @@ routes:
     let (_, readiness) = gw.admin_get("/api/routes/current/readiness?window=1h").await;
     assert_eq!(readiness["requests"], 3);
     assert_eq!(readiness["would_reject"], 1, "only the revoked client: {readiness}");
+    assert_eq!(readiness["clients"], 1, "only the revoked client: {readiness}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,4 +163,162 @@ routes:
         .unwrap()
         .contains("rolled back automatically"));
     assert_eq!(client.get("api.test", "/").await.status, 200, "the next request passes");
+}
+
+/// The API through the real binary, as `readiness` and `notify-list` read it.
+async fn admin_get(gw: &common::GatewayProcess, path: &str) -> (u16, serde_json::Value) {
+    gw.admin(None).call(http::Method::GET, path, None).await.unwrap()
+}
+
+fn cli(gw: &common::GatewayProcess, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(args)
+        .env("PHASEGATE_ADMIN", gw.admin_url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polls until `path` lists `n` clients (recording is asynchronous).
+async fn clients(gw: &common::GatewayProcess, path: &str, n: usize) -> Vec<serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (status, v) = admin_get(gw, path).await;
+        assert_eq!(status, 200, "{v}");
+        if v["clients"].as_array().is_some_and(|c| c.len() == n) {
+            return v["clients"].as_array().unwrap().clone();
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{path}: expected {n} clients, got {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exempt_clients_are_neither_counted_nor_listed_as_would_be_rejected() {
+    let pki = TestPki::new();
+    let backend = common::echo_backend().await;
+    let routes = format!(
+        r#"
+routes:
+  - name: legacy
+    match: {{ host: api.test, path_prefix: /legacy }}
+    upstream: {{ address: "{{backend}}" }}
+    mtls:
+      mode: audit
+      trust: internal
+      exempt: [{{ cidr: 127.0.0.0/8, until: 2999-01-31, reason: "batch hosts" }}]
+  - name: orders
+    match: {{ host: api.test, path_prefix: /orders }}
+    upstream: {{ address: "{{backend}}" }}
+    mtls:
+      mode: audit
+      trust: internal
+      allow: [{{ uri_prefix: "{PROD}" }}]
+      exempt: [{{ identity: "uri:{intruder}", until: 2999-01-31, reason: "migrating by Q1" }}]
+"#,
+        intruder = common::pki::NOT_ALLOWED_URI
+    );
+    let mut gw = common::GatewayProcess::start(&pki, &routes, backend.addr, &[]).await;
+    let get = |cert: Option<ClientCert>, path: &'static str| {
+        let opts = ClientOptions::new(pki.root_pem(), "api.test").cert(cert);
+        let addr = gw.addr;
+        async move { common::client::get_once(addr, &opts, "api.test", path).await.status }
+    };
+    // the issue's minimal case: one certificate-less request from an exempt network
+    assert_eq!(get(None, "/legacy").await, 200);
+    let exempt = clients(&gw, "/api/routes/legacy/rejections?verdict=exempt", 1).await;
+    assert_eq!(exempt[0]["last_verdict"], "exempt");
+    let (_, r) = admin_get(&gw, "/api/routes/legacy/readiness").await;
+    assert_eq!(
+        (
+            r["requests"].as_u64(),
+            r["would_reject"].as_u64(),
+            r["clients"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["summary"], "enforce now would reject 0.0% of requests from 0 clients");
+    assert_eq!(clients(&gw, "/api/routes/legacy/rejections", 0).await.len(), 0);
+
+    // one exempt client and one that would break, on one route
+    assert_eq!(get(pki.client(ClientKind::NotAllowed), "/orders").await, 200);
+    assert_eq!(get(None, "/orders").await, 200);
+    assert_eq!(get(None, "/orders").await, 200);
+    clients(&gw, "/api/routes/orders/rejections?verdict=all", 2).await;
+    let would = clients(&gw, "/api/routes/orders/rejections", 1).await;
+    assert_eq!(
+        (would[0]["reason"].as_str(), would[0]["count"].as_u64()),
+        (Some("no_cert"), Some(2))
+    );
+    let exempt = clients(&gw, "/api/routes/orders/rejections?verdict=exempt", 1).await;
+    assert_eq!(exempt[0]["client"], format!("uri:{}", common::pki::NOT_ALLOWED_URI));
+    assert_eq!(exempt[0]["reason"], "identity_not_allowed");
+    let (_, r) = admin_get(&gw, "/api/routes/orders/readiness").await;
+    assert_eq!(
+        (r["would_reject"].as_u64(), r["clients"].as_u64()),
+        (Some(2), Some(1)),
+        "{r}"
+    );
+    let (_, route) = admin_get(&gw, "/api/routes/orders").await;
+    assert_eq!(route["last_day"]["clients"], 1, "the overview's Clients column");
+    assert_eq!(route["exemptions"][0]["ends"], "through 2999-01-31 (UTC)");
+    let (status, bad) = admin_get(&gw, "/api/routes/orders/rejections?verdict=maybe").await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected would_reject, exempt or all"),
+        "{bad}"
+    );
+
+    let text = cli(&gw, &["readiness", "orders"]);
+    assert_eq!(
+        text.trim(),
+        "orders (24h): enforce now would reject 66.7% of requests from 1 client"
+    );
+    let list = cli(&gw, &["notify-list", "orders"]);
+    assert!(list.starts_with("orders: 1 client(s) enforce would reject"), "{list}");
+    // the CSV says which is which
+    let (status, csv) = admin_get(
+        &gw,
+        "/api/routes/orders/rejections?verdict=all&format=csv&sort=client&order=asc",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let csv = csv.as_str().unwrap().to_string();
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("client,issuer,reason,last_verdict,count,"),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("addr:127.0.0.1,,no_cert,would_reject,2,"),
+        "{csv}"
+    );
+    assert!(
+        lines.next().unwrap().contains(",identity_not_allowed,exempt,1,"),
+        "{csv}"
+    );
+
+    // after a restart each client is back in its own set
+    tokio::time::sleep(phasegate::audit::FLUSH_EVERY * 2).await;
+    gw.kill_and_restart().await;
+    assert_eq!(
+        clients(&gw, "/api/routes/orders/rejections", 1).await[0]["reason"],
+        "no_cert"
+    );
+    assert_eq!(
+        clients(&gw, "/api/routes/orders/rejections?verdict=exempt", 1).await[0]["reason"],
+        "identity_not_allowed"
+    );
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 pub use auth::{AdminHosts, AdminToken};
 
-use crate::audit::Recorder;
+use crate::audit::{Recorder, VerdictFilter};
 use crate::control::{ControlError, ControlHandle, OverrideRequest, ReloadSource};
 use crate::policy::{Mode, SharedSnapshot};
 use crate::proxy::unix_now;
@@ -253,6 +253,7 @@ async fn route_readiness(
 #[serde(deny_unknown_fields)]
 struct RejectionsQuery {
     reason: Option<String>,
+    verdict: Option<String>,
     sort: Option<String>,
     order: Option<String>,
     format: Option<String>,
@@ -267,7 +268,12 @@ async fn route_rejections(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     route_id(&state.snapshot.load(), &name)?;
-    let mut view = state.recorder.rejections(&name);
+    let which = match q.verdict.as_deref().filter(|v| !v.is_empty()) {
+        None => VerdictFilter::default(),
+        Some(v) => VerdictFilter::parse(v)
+            .ok_or_else(|| ApiError::BadRequest(format!("verdict {v:?} (expected would_reject, exempt or all)")))?,
+    };
+    let mut view = state.recorder.rejections(&name, which);
     if let Some(reason) = q.reason.as_deref().filter(|r| !r.is_empty()) {
         let reason = crate::policy::Reason::from_code(reason).ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -426,9 +432,8 @@ async fn route_owners(
         } else {
             &audit.rejections
         };
-        let mut clients = store.view(&name).clients;
-        // exempt clients would pass under enforce: nobody needs telling
-        clients.retain(|c| !matches!(c.last_verdict, crate::policy::Verdict::Exempt(_)));
+        // exempt clients are kept apart: they would pass under enforce, nobody needs telling
+        let clients = store.view(&name).clients;
         // renewals are about the live route, not a candidate policy
         let renewals = if shadow {
             Vec::new()

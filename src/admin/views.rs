@@ -28,6 +28,8 @@ pub struct RouteView {
     /// The candidate policy rehearsed on this route, if any.
     pub shadow: Option<ShadowView>,
     pub auto_rollback: Option<crate::policy::AutoRollback>,
+    /// Counted by this process since it started (`GET /api/config` → `started_at`); unlike
+    /// `last_hour` and `last_day`, they start from zero after a restart.
     pub requests: u64,
     pub would_reject: u64,
     pub rejected: u64,
@@ -125,7 +127,10 @@ pub struct ShadowView {
 #[derive(Serialize)]
 pub struct ExemptionView {
     pub client: String,
+    /// Unix seconds: the first instant the exemption no longer applies.
     pub until: i64,
+    /// "through 2027-03-01 (UTC)": the end as the YAML said it.
+    pub ends: String,
     pub reason: String,
     /// False once `until` has passed: the client is decided by the route's mode again.
     pub active: bool,
@@ -185,6 +190,7 @@ pub fn route_view(snapshot: &Snapshot, audit: &AuditState, status: &ConfigStatus
             .map(|e| ExemptionView {
                 client: e.who.to_string(),
                 until: e.until,
+                ends: e.ends(),
                 reason: e.reason.clone(),
                 active: e.is_active(now),
             })

@@ -40,12 +40,17 @@ pub enum AuditEvent {
     CertificateSeen(Arc<crate::tls::PeerCertificate>, i64),
     /// A verified certificate inside its route's renewal window was used on the route.
     RenewalDue(Arc<str>, Arc<crate::tls::PeerCertificate>, i64),
+    /// Flush everything queued before this now; answered once it is on disk.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The aggregated picture; written only by the aggregator task, read by the admin API.
 #[derive(Default)]
 pub struct AuditState {
+    /// Clients enforce would reject.
     pub rejections: RejectionStore,
+    /// Clients enforce would reject but for an exemption: they pass, and nobody needs telling.
+    pub exempt: RejectionStore,
     /// Clients the shadow policy would reject that the live policy lets through.
     pub shadow_rejected: RejectionStore,
     /// Clients the shadow policy would let through that the live policy rejects.
@@ -54,6 +59,46 @@ pub struct AuditState {
     pub expiring: ExpiringCertificates,
     /// Per route, verified certificates due for renewal.
     pub renewals: RenewalStore,
+}
+
+/// Which recorded clients to list: those enforce would reject (the default everywhere),
+/// those an exemption lets through, or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerdictFilter {
+    #[default]
+    WouldReject,
+    Exempt,
+    All,
+}
+
+impl VerdictFilter {
+    pub fn parse(text: &str) -> Option<VerdictFilter> {
+        Some(match text {
+            "would_reject" => VerdictFilter::WouldReject,
+            "exempt" => VerdictFilter::Exempt,
+            "all" => VerdictFilter::All,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictFilter::WouldReject => "would_reject",
+            VerdictFilter::Exempt => "exempt",
+            VerdictFilter::All => "all",
+        }
+    }
+}
+
+impl AuditState {
+    /// Where a client with this verdict is kept: exempt ones apart, so that each record
+    /// counts requests of one kind and "who would break" holds only those who would.
+    pub fn records_for(&mut self, verdict: crate::policy::Verdict) -> &mut RejectionStore {
+        match verdict {
+            crate::policy::Verdict::Exempt(_) => &mut self.exempt,
+            _ => &mut self.rejections,
+        }
+    }
 }
 
 /// The request path's handle: cheap to clone, never blocks.
@@ -132,7 +177,7 @@ impl Recorder {
         {
             let mut state = recorder.state.lock().unwrap_or_else(|e| e.into_inner());
             for (route, record) in loaded.records {
-                state.rejections.restore(&route, record);
+                state.records_for(record.last_verdict).restore(&route, record);
             }
             for (route, b) in loaded.minutes {
                 state
@@ -235,7 +280,7 @@ impl Recorder {
         let now = crate::proxy::unix_now();
         let totals = self.route_totals();
         self.read_local(|s| crate::store::InstanceBatch {
-            records: s.rejections.all(),
+            records: s.rejections.all().into_iter().chain(s.exempt.all()).collect(),
             minutes: s
                 .series
                 .iter()
@@ -279,8 +324,31 @@ impl Recorder {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    pub fn rejections(&self, route: &str) -> RouteRejectionsView {
-        let mut view = self.read(|s| s.rejections.view(route));
+    /// Folds in everything recorded so far and writes it to the durable store, waiting at
+    /// most `timeout` (at a graceful stop, so the last second is not lost). True when done.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let (done, written) = std::sync::mpsc::channel();
+        // behind every event already queued, so those are included
+        if self.tx.blocking_send(AuditEvent::Flush(done)).is_err() {
+            return false;
+        }
+        written.recv_timeout(timeout).is_ok()
+    }
+
+    /// The route's recorded clients of `which` kind.
+    pub fn rejections(&self, route: &str, which: VerdictFilter) -> RouteRejectionsView {
+        let mut view = self.read(|s| match which {
+            VerdictFilter::WouldReject => s.rejections.view(route),
+            VerdictFilter::Exempt => s.exempt.view(route),
+            VerdictFilter::All => {
+                let mut view = s.rejections.view(route);
+                let exempt = s.exempt.view(route);
+                view.clients.extend(exempt.clients);
+                view.dropped += exempt.dropped;
+                view
+            }
+        });
+        view.verdict = which.as_str();
         view.queue_dropped = self.queue_dropped();
         view
     }
@@ -294,6 +362,7 @@ impl Aggregator {
 
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(256);
+        let mut flushes = Vec::new();
         let mut sample = tokio::time::interval(FLUSH_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -305,22 +374,27 @@ impl Aggregator {
                     let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                     for event in batch.drain(..) {
                         match event {
-                            AuditEvent::Rejection(e) => state.rejections.add(e),
+                            AuditEvent::Rejection(e) => state.records_for(e.verdict).add(e),
                             AuditEvent::Shadow(ShadowDiff::NewlyRejected, e) => state.shadow_rejected.add(e),
                             AuditEvent::Shadow(ShadowDiff::NewlyPassed, e) => state.shadow_passed.add(e),
                             AuditEvent::CertificateSeen(peer, at) => state.expiring.seen(&peer, at),
                             AuditEvent::RenewalDue(route, peer, at) => state.renewals.seen(&route, &peer, at),
+                            AuditEvent::Flush(done) => flushes.push(done),
                         }
                     }
+                    drop(state);
+                    if !flushes.is_empty() {
+                        self.sample_and_flush(std::mem::take(&mut flushes));
+                    }
                 }
-                _ = sample.tick() => self.sample_and_flush(),
+                _ = sample.tick() => self.sample_and_flush(Vec::new()),
             }
         }
     }
 
     /// Turns counter totals into per-minute buckets and hands what changed to the
-    /// durable store.
-    fn sample_and_flush(&mut self) {
+    /// durable store; each of `done` is answered once that is written.
+    fn sample_and_flush(&mut self, done: Vec<std::sync::mpsc::Sender<()>>) {
         let now = (self.clock)();
         let counters: Vec<(Arc<str>, Arc<RouteCounters>)> = self
             .counters
@@ -351,6 +425,7 @@ impl Aggregator {
             }
             if self.durable.is_some() || self.fleet.is_some() {
                 batch.records = state.rejections.take_dirty();
+                batch.records.append(&mut state.exempt.take_dirty());
                 batch.certificates = state.expiring.take_dirty();
                 batch.renewals = state.renewals.take_dirty();
                 if self.fleet.is_some() {
@@ -364,6 +439,7 @@ impl Aggregator {
                     let before = now - durable.retention_secs;
                     batch.prune_before = Some(before);
                     state.rejections.forget_older_than(before);
+                    state.exempt.forget_older_than(before);
                     state.expiring.forget_older_than(before);
                     state.renewals.forget_older_than(before);
                 }
@@ -377,14 +453,19 @@ impl Aggregator {
         if let Some(durable) = &mut self.durable {
             batch.merge(std::mem::take(&mut durable.pending));
             if batch.is_empty() {
+                done.iter().for_each(|d| _ = d.send(()));
                 return;
             }
+            batch.done.extend(done);
             if let Err(
                 std::sync::mpsc::TrySendError::Full(batch) | std::sync::mpsc::TrySendError::Disconnected(batch),
             ) = durable.writer.try_send(batch)
             {
                 durable.pending = batch;
             }
+        } else {
+            // in memory only: nothing to write
+            done.iter().for_each(|d| _ = d.send(()));
         }
     }
 }

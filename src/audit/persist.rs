@@ -26,6 +26,8 @@ pub struct FlushBatch {
     pub renewals: Vec<(Arc<str>, Renewal)>,
     /// Delete history older than this (Unix seconds), when set.
     pub prune_before: Option<i64>,
+    /// Told once the batch is written (or failed): a graceful stop waits for it.
+    pub done: Vec<mpsc::Sender<()>>,
 }
 
 impl FlushBatch {
@@ -48,6 +50,7 @@ impl FlushBatch {
         renewals.append(&mut self.renewals);
         self.renewals = renewals;
         self.prune_before = self.prune_before.max(older.prune_before);
+        self.done.extend(older.done);
     }
 }
 
@@ -129,6 +132,11 @@ impl AuditStore {
                 serial TEXT NOT NULL, not_after INTEGER NOT NULL, first_seen INTEGER NOT NULL,
                 last_seen INTEGER NOT NULL, handshakes INTEGER NOT NULL);
              -- a new table needs no schema step: older stores gain it here, older binaries ignore it
+             CREATE TABLE IF NOT EXISTS exempt_clients (
+                route TEXT NOT NULL, client TEXT NOT NULL, issuer TEXT NOT NULL, reason TEXT NOT NULL,
+                detail TEXT, last_verdict TEXT NOT NULL, last_mode TEXT NOT NULL, count INTEGER NOT NULL,
+                first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, certificate TEXT, sources TEXT NOT NULL,
+                grpc_method TEXT, PRIMARY KEY (route, client, issuer, reason));
              CREATE TABLE IF NOT EXISTS renewals (
                 route TEXT NOT NULL, sha256 TEXT NOT NULL, client TEXT NOT NULL, certificate TEXT NOT NULL,
                 first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (route, sha256));",
@@ -173,8 +181,14 @@ impl AuditStore {
         let mut stmt = self
             .conn
             .prepare(
+                // exempt clients are kept apart from the would-be-rejected (older versions kept
+                // both in `clients`); a client's verdict says which set it goes back to
                 "SELECT route, client, reason, detail, last_verdict, last_mode, count, first_seen, last_seen,
-                        certificate, sources, grpc_method FROM clients WHERE last_seen >= ?1",
+                        certificate, sources, grpc_method, 0 AS newer FROM clients WHERE last_seen >= ?1
+                 UNION ALL
+                 SELECT route, client, reason, detail, last_verdict, last_mode, count, first_seen, last_seen,
+                        certificate, sources, grpc_method, 1 FROM exempt_clients WHERE last_seen >= ?1
+                 ORDER BY newer",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -332,19 +346,27 @@ impl AuditStore {
         })?;
         let result = (|| -> Result<(), rusqlite::Error> {
             {
-                let mut upsert = tx.prepare_cached(
-                    "INSERT INTO clients (route, client, issuer, reason, detail, last_verdict, last_mode, count,
-                                          first_seen, last_seen, certificate, sources, grpc_method)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                     ON CONFLICT (route, client, issuer, reason) DO UPDATE SET
-                        detail = excluded.detail, last_verdict = excluded.last_verdict,
-                        last_mode = excluded.last_mode, count = excluded.count,
-                        first_seen = min(first_seen, excluded.first_seen), last_seen = excluded.last_seen,
-                        certificate = excluded.certificate, sources = excluded.sources,
-                        grpc_method = coalesce(excluded.grpc_method, grpc_method)",
-                )?;
+                let upsert_into = |table: &str| {
+                    tx.prepare_cached(&format!(
+                        "INSERT INTO {table} (route, client, issuer, reason, detail, last_verdict, last_mode, count,
+                                              first_seen, last_seen, certificate, sources, grpc_method)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                         ON CONFLICT (route, client, issuer, reason) DO UPDATE SET
+                            detail = excluded.detail, last_verdict = excluded.last_verdict,
+                            last_mode = excluded.last_mode, count = excluded.count,
+                            first_seen = min(first_seen, excluded.first_seen), last_seen = excluded.last_seen,
+                            certificate = excluded.certificate, sources = excluded.sources,
+                            grpc_method = coalesce(excluded.grpc_method, grpc_method)"
+                    ))
+                };
+                let (mut upsert, mut upsert_exempt) = (upsert_into("clients")?, upsert_into("exempt_clients")?);
                 for (route, r) in &batch.records {
                     let issuer = r.certificate.as_ref().map(|c| c.issuer.clone()).unwrap_or_default();
+                    let upsert = if matches!(r.last_verdict, Verdict::Exempt(_)) {
+                        &mut upsert_exempt
+                    } else {
+                        &mut upsert
+                    };
                     upsert.execute(params![
                         &**route,
                         r.client,
@@ -420,6 +442,7 @@ impl AuditStore {
             }
             if let Some(before) = batch.prune_before {
                 tx.execute("DELETE FROM clients WHERE last_seen < ?1", [before])?;
+                tx.execute("DELETE FROM exempt_clients WHERE last_seen < ?1", [before])?;
                 tx.execute("DELETE FROM minutes WHERE minute < ?1", [before])?;
                 tx.execute("DELETE FROM certificates WHERE last_seen < ?1", [before])?;
                 tx.execute("DELETE FROM renewals WHERE last_seen < ?1", [before])?;
@@ -450,6 +473,7 @@ pub fn spawn_writer(
     std::thread::Builder::new().name("audit-store".into()).spawn(move || {
         for batch in rx {
             let result = store.write(&batch);
+            batch.done.iter().for_each(|d| _ = d.send(()));
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok(()) => {

@@ -85,6 +85,8 @@ struct RouteRejections {
 #[derive(Clone, Debug, Serialize)]
 pub struct RouteRejectionsView {
     pub route: String,
+    /// Which clients these are (see [`super::VerdictFilter`]).
+    pub verdict: &'static str,
     pub clients: Vec<ClientRecord>,
     /// Clients not recorded because the route's cap was reached.
     pub dropped: u64,
@@ -248,6 +250,7 @@ impl RejectionStore {
         };
         RouteRejectionsView {
             route: route.to_string(),
+            verdict: super::VerdictFilter::default().as_str(),
             clients,
             dropped,
             queue_dropped: 0,

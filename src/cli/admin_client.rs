@@ -114,3 +114,16 @@ pub fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>, Stri
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty()))
 }
+
+/// The message of an admin API error answer: its `error`, with the status.
+pub fn api_error(status: u16, answer: &serde_json::Value) -> String {
+    format!("{} ({status})", answer["error"].as_str().unwrap_or(&answer.to_string()))
+}
+
+/// `GET path` for a read-only command: the JSON of a 200, else what went wrong.
+pub fn get_json(admin: &str, path: &str) -> Result<serde_json::Value, String> {
+    match AdminClient::new(admin, None)?.call_blocking(http::Method::GET, path, None)? {
+        (200, v) => Ok(v),
+        (status, v) => Err(api_error(status, &v)),
+    }
+}

@@ -4,6 +4,13 @@
 
 use serde_json::Value;
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Text,
+    Csv,
+    Json,
+}
+
 fn rfc3339(v: &Value) -> String {
     v.as_i64().map(crate::admin::rfc3339).unwrap_or_default()
 }
@@ -127,4 +134,27 @@ pub fn render(answer: &Value, csv: bool) -> String {
         out.push_str("\nnobody would break\n");
     }
     out
+}
+
+/// `phasegate notify-list`: exit 0 with the list printed, 2 when the gateway says no or
+/// cannot be reached.
+pub fn run(route: &str, shadow: bool, format: ListFormat, admin: &str) -> std::process::ExitCode {
+    let path = format!(
+        "/api/routes/{}/owners?shadow={shadow}",
+        super::admin_client::encode(route)
+    );
+    match super::admin_client::get_json(admin, &path) {
+        Ok(v) => {
+            match format {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                ListFormat::Csv => print!("{}", render(&v, true)),
+                ListFormat::Text => print!("{}", render(&v, false)),
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("phasegate notify-list: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

@@ -400,7 +400,7 @@ async fn refresh_view(fleet: &Fleet, recorder: &Recorder, snapshot: &SharedSnaps
             let current = snapshot.load();
             let mut view = AuditState::default();
             for (route, record) in picture.records {
-                view.rejections.restore(&route, record);
+                view.records_for(record.last_verdict).restore(&route, record);
             }
             let mut by_route: std::collections::HashMap<String, Vec<crate::audit::Bucket>> = Default::default();
             for (route, bucket) in picture.minutes {

@@ -119,8 +119,9 @@ pub fn prepare(dir: &Path) -> Result<DemoLayout, String> {
     })
 }
 
-/// The walkthrough printed once the demo runs.
-pub fn instructions(layout: &DemoLayout, admin: &str) -> String {
+/// The walkthrough printed once the demo runs; `exe` is how the user's shell reaches this
+/// binary ([`crate::cli::invocation::self_command`]), so every command works as shown.
+pub fn instructions(layout: &DemoLayout, admin: &str, exe: &str) -> String {
     let d = layout.dir.display();
     let curl = |path: &str, client: Option<&str>| match client {
         Some(c) => format!(
@@ -130,6 +131,7 @@ pub fn instructions(layout: &DemoLayout, admin: &str) -> String {
     };
     format!(
         "phasegate demo is running.
+  files:    {d}   (the README's $DEMO)
   policies: {policies}   (edit a mode and save: it reloads)
   admin:    http://{admin}/
 
@@ -151,8 +153,17 @@ Enforce — only allowed identities pass:
 Off — nothing asked, nothing evaluated:
   {o1}
 
-Roll a route back (effective on the next request, no reload):
-  PHASEGATE_ADMIN_TOKEN=$(cat {d}/admin-token) phasegate rollback payments-enforce --reason \"checkout broke\" --admin http://{admin}
+Roll a route back (effective on the next request, no reload), and clear the override:
+  export PHASEGATE_ADMIN=http://{admin} PHASEGATE_ADMIN_TOKEN=$(cat {d}/admin-token)
+  {exe} rollback payments-enforce --reason \"checkout broke\"
+  {exe} rollback payments-enforce --clear
+
+How ready the audit route is for enforce, and whom to tell first:
+  {exe} readiness orders-audit
+  {exe} notify-list orders-audit
+
+Check the policies after an edit (a bad change is refused anyway; the last good one keeps serving):
+  {exe} check {policies}
 
 Other client certificates to try: {others}
 Press Ctrl-C to stop.",

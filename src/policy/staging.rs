@@ -38,6 +38,24 @@ impl Exemption {
         now < self.until
     }
 
+    /// The end as operators wrote it: `until: 2027-03-01` exempts that whole day (it ends at
+    /// the next midnight, UTC), so it reads "through 2027-03-01 (UTC)"; an instant reads
+    /// "until 2027-03-01 12:30:00 UTC".
+    pub fn ends(&self) -> String {
+        let Ok(end) = time::OffsetDateTime::from_unix_timestamp(self.until) else {
+            return format!("until {}", self.until);
+        };
+        let date = time::macros::format_description!("[year]-[month]-[day]");
+        if end.time() == time::Time::MIDNIGHT {
+            if let Some(Ok(day)) = end.date().previous_day().map(|d| d.format(&date)) {
+                return format!("through {day} (UTC)");
+            }
+        }
+        let instant = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+        end.format(&instant)
+            .map_or_else(|_| format!("until {}", self.until), |t| format!("until {t} UTC"))
+    }
+
     /// `authentic` is the identity only when the certificate chains to the route's trust
     /// anchors (even if expired), so nobody can mint an exempt identity.
     pub fn covers(&self, authentic: Option<&Identity>, addr: Option<IpAddr>) -> bool {
@@ -72,6 +90,26 @@ mod tests {
         assert!(
             (1_800..=2_200).contains(&in_first_20),
             "{in_first_20} of 10,000 in the first 20%"
+        );
+    }
+
+    #[test]
+    fn a_date_reads_as_the_last_day_covered_and_an_instant_as_itself() {
+        let at = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp()
+        };
+        let exemption = |until| Exemption {
+            who: ExemptClient::Cidr("10.0.0.0/8".parse().unwrap()),
+            until,
+            reason: String::new(),
+        };
+        // `until: 2027-03-01` ends when 2027-03-02 begins
+        assert_eq!(exemption(at("2027-03-02T00:00:00Z")).ends(), "through 2027-03-01 (UTC)");
+        assert_eq!(
+            exemption(at("2027-03-01T12:30:00Z")).ends(),
+            "until 2027-03-01 12:30:00 UTC"
         );
     }
 }

@@ -4,6 +4,7 @@
 mod decide;
 mod head_deadline;
 mod headers;
+mod in_flight;
 mod refusal_page;
 mod respond;
 
@@ -22,6 +23,7 @@ use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
 pub use head_deadline::HeadDeadline;
 pub use headers::{prepare_upstream_request, strip_identity_headers};
+pub use in_flight::{InFlight, InFlightGuard};
 pub use respond::Refusal;
 use respond::{respond, Answer};
 
@@ -38,6 +40,7 @@ pub struct MtlsProxy {
     instance: Arc<str>,
     next_request: AtomicU64,
     clock: fn() -> i64,
+    in_flight: Arc<InFlight>,
 }
 
 /// Per-request state. The snapshot is loaded once, so the whole request — match, decision,
@@ -58,6 +61,8 @@ pub struct RequestCtx {
     tried: Vec<std::net::SocketAddr>,
     /// An upgrade (WebSocket) or a gRPC call: waits on it use the stream idle timeout.
     streaming: bool,
+    /// Pingora makes the context once the head is read and drops it when the request is done.
+    _in_flight: InFlightGuard,
 }
 
 pub fn unix_now() -> i64 {
@@ -68,13 +73,15 @@ pub fn unix_now() -> i64 {
 }
 
 impl MtlsProxy {
-    pub fn new(snapshot: SharedSnapshot, recorder: Recorder, instance: &str) -> Self {
+    /// `in_flight` counts the requests being served, for a graceful stop.
+    pub fn new(snapshot: SharedSnapshot, recorder: Recorder, instance: &str, in_flight: Arc<InFlight>) -> Self {
         MtlsProxy {
             snapshot,
             recorder,
             instance: instance.into(),
             next_request: AtomicU64::new(1),
             clock: unix_now,
+            in_flight,
         }
     }
 
@@ -135,6 +142,7 @@ impl ProxyHttp for MtlsProxy {
             backend: None,
             tried: Vec::new(),
             streaming: false,
+            _in_flight: self.in_flight.enter(),
         }
     }
 
