@@ -12,6 +12,7 @@
 //!
 //! `cargo bench --bench fleet` prints both and exits non-zero when a target is missed.
 
+#[allow(dead_code)] // the bench uses part of the test harness
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
 

@@ -53,7 +53,9 @@ pub fn run(route: &str, change: Change, admin: &str, token_file: Option<&Path>) 
                 ),
                 Some(_) => eprintln!(
                     "warning: {}",
-                    v["fleet"]["message"].as_str().unwrap_or("applied on this instance only")
+                    v["fleet"]["message"]
+                        .as_str()
+                        .unwrap_or("applied on this instance only")
                 ),
                 None => {}
             }
