@@ -867,6 +867,7 @@
   function buildRouteDetail(view) {
     view.sort = view.sort || { sort: "count", order: "desc" };
     view.reason = "";
+    view.instance = "";
     const name = view.route;
     const f = (field, tag = "span", attrs = {}) => h(tag, Object.assign({ "data-field": field }, attrs));
     const sortHeader = (key, label) => h("th", { scope: "col", "data-sort-key": key },
@@ -935,6 +936,8 @@
         h("div", { class: "toolbar" },
           h("label", { for: "reason-filter", text: "Reason" }),
           h("select", { id: "reason-filter" }, h("option", { value: "", text: "All" })),
+          h("label", { for: "instance-filter", class: "fleet-only", hidden: true, text: "Seen by" }),
+          h("select", { id: "instance-filter", class: "fleet-only", hidden: true }, h("option", { value: "", text: "Every instance" })),
           h("span", { class: "spacer" }),
           h("a", { id: "export-csv", class: "button-link", download: `${name}-rejections.csv`, href: "#", text: "Export CSV" }),
           h("a", { id: "export-json", class: "button-link", download: `${name}-rejections.json`, href: "#", text: "Export JSON" })),
@@ -978,6 +981,7 @@
   function rejectionsQuery(view, format, withReason = true) {
     const p = new URLSearchParams();
     if (view.reason && withReason) p.set("reason", view.reason);
+    if (view.instance) p.set("instance", view.instance);
     p.set("sort", view.sort.sort);
     p.set("order", view.sort.order);
     if (format) p.set("format", format);
@@ -1189,7 +1193,23 @@
       ]);
       select.value = view.reason;
     }
-    const shown = view.reason ? all.filter((c) => c.reason === view.reason) : all;
+    // In a fleet every record says which instances saw it: offer them as a filter.
+    const instances = Array.from(new Set(all.flatMap((c) => (Array.isArray(c.seen_by) ? c.seen_by : []).map((b) => b.instance)))).sort();
+    const instSelect = $("#instance-filter", s);
+    for (const el of s.querySelectorAll(".fleet-only")) el.hidden = instances.length === 0 && !view.instance;
+    if (document.activeElement !== instSelect) {
+      renderIfChanged(instSelect, { instances }, () => [
+        h("option", { value: "", text: "Every instance" }),
+        instances.map((i) => h("option", { value: i, text: i })),
+      ]);
+      instSelect.value = view.instance;
+    }
+    const byInstance = (c) => {
+      if (!view.instance) return c;
+      const mine = (Array.isArray(c.seen_by) ? c.seen_by : []).find((b) => b.instance === view.instance);
+      return mine ? { ...c, count: mine.count, last_seen: mine.last_seen } : null;
+    };
+    const shown = (view.reason ? all.filter((c) => c.reason === view.reason) : all).map(byInstance).filter(Boolean);
     const tbody = $("#rejections tbody", s);
     const nowMin = Math.floor(Date.now() / 60000);
     renderIfChanged(tbody, { shown, nowMin, nowSec10: Math.floor(Date.now() / 10000) }, () => shown.map((c) => {
@@ -1631,6 +1651,11 @@
     if (!(t instanceof Element)) return;
     if (t.matches('select[data-field="target-mode"]')) {
       t.dataset.touched = "1";
+    } else if (t.id === "instance-filter" && current.name === "route") {
+      current.instance = t.value;
+      updateExportLinks(current);
+      renderKeys.delete($("#rejections tbody", current.section));
+      refreshNow();
     } else if (t.id === "reason-filter" && current.name === "route") {
       current.reason = t.value;
       updateExportLinks(current);

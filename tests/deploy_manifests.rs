@@ -76,7 +76,10 @@ fn the_deployment_takes_the_fleet_store_from_a_secret_and_never_inline() {
     let deployment = &docs("deployment.yaml")[0];
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let env = container["env"].as_sequence().unwrap();
-    let store = env.iter().find(|e| e["name"] == "PHASEGATE_STORE").expect("PHASEGATE_STORE");
+    let store = env
+        .iter()
+        .find(|e| e["name"] == "PHASEGATE_STORE")
+        .expect("PHASEGATE_STORE");
     assert_eq!(store["valueFrom"]["secretKeyRef"]["name"], "phasegate-store");
     assert!(store.get("value").is_none(), "the URL is not written into the manifest");
     let password = env
@@ -84,7 +87,8 @@ fn the_deployment_takes_the_fleet_store_from_a_secret_and_never_inline() {
         .find(|e| e["name"] == "PHASEGATE_STORE_PASSWORD_FILE")
         .expect("a password file");
     let mounts = container["volumeMounts"].as_sequence().unwrap();
-    assert!(mounts
-        .iter()
-        .any(|m| password["value"].as_str().unwrap().starts_with(m["mountPath"].as_str().unwrap())));
+    assert!(mounts.iter().any(|m| password["value"]
+        .as_str()
+        .unwrap()
+        .starts_with(m["mountPath"].as_str().unwrap())));
 }

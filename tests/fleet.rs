@@ -341,16 +341,27 @@ async fn the_page_of_any_instance_shows_the_fleet_and_the_clients_other_instance
     for _ in 0..2 {
         assert_eq!(f.status(2, ClientKind::Good, "/orders").await, 200);
     }
+    assert_eq!(f.status(1, ClientKind::Good, "/orders").await, 200);
     let d = common::browser::browser(1280, 900).await;
     let admin = f.gateways[0].admin_addr;
     d.b().goto(&format!("http://{admin}/#/route/orders")).await.unwrap();
-    let row = d
-        .text_of(
-            &format!("#rejections tr[data-client='uri:{}']", common::pki::GOOD_URI),
-            |t| t.contains("identity_not_allowed"),
-        )
-        .await;
-    assert!(row.contains('2'), "the count c saw: {row}");
+    let row_css = format!(
+        "#rejections tr[data-client='uri:{}'] [data-field='count']",
+        common::pki::GOOD_URI
+    );
+    let count = d.text_of(&row_css, |t| t.trim() == "3").await;
+    assert_eq!(count.trim(), "3", "b and c together");
+    // one instance's share
+    d.text_of("#instance-filter", |t| t.contains('c')).await;
+    d.b()
+        .find(fantoccini::Locator::Css("#instance-filter"))
+        .await
+        .unwrap()
+        .select_by_value("c")
+        .await
+        .unwrap();
+    let count = d.text_of(&row_css, |t| t.trim() == "2").await;
+    assert_eq!(count.trim(), "2", "what c saw");
     d.b().goto(&format!("http://{admin}/#/config")).await.unwrap();
     let c = d
         .text_of("#fleet-instances tr[data-instance='c']", |t| !t.is_empty())

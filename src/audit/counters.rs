@@ -19,6 +19,20 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The counts in storage order (requests, would_reject, rejected, shadow requests,
+    /// newly rejected, newly passed): the column order of both stores' minute tables.
+    pub fn as_columns(self) -> [i64; 6] {
+        [
+            self.requests,
+            self.would_reject,
+            self.rejected,
+            self.shadow_requests,
+            self.shadow_newly_rejected,
+            self.shadow_newly_passed,
+        ]
+        .map(|n| n.min(i64::MAX as u64) as i64)
+    }
+
     pub fn since(self, earlier: Totals) -> Totals {
         Totals {
             requests: self.requests.saturating_sub(earlier.requests),

@@ -394,16 +394,17 @@ impl AuditStore {
                         shadow_newly_passed = shadow_newly_passed + excluded.shadow_newly_passed",
                 )?;
                 for (route, b) in &batch.minutes {
-                    let c = b.counts;
+                    let [requests, would_reject, rejected, shadow, newly_rejected, newly_passed] =
+                        b.counts.as_columns();
                     add.execute(params![
                         &**route,
                         b.minute,
-                        c.requests as i64,
-                        c.would_reject as i64,
-                        c.rejected as i64,
-                        c.shadow_requests as i64,
-                        c.shadow_newly_rejected as i64,
-                        c.shadow_newly_passed as i64
+                        requests,
+                        would_reject,
+                        rejected,
+                        shadow,
+                        newly_rejected,
+                        newly_passed
                     ])?;
                 }
                 let mut seen = tx.prepare_cached(

@@ -26,8 +26,8 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 /// How often this instance publishes, beats and reads the fleet's picture back.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// How long an operator's change may wait for the store before the answer says it is
-/// in force on this instance only.
-const DELIVER_WITHIN: Duration = Duration::from_millis(500);
+/// in force on this instance only (it is in force here already; this is only the answer).
+const DELIVER_WITHIN: Duration = Duration::from_millis(200);
 /// How long the fleet store keeps history (as the local store does).
 const RETENTION: i64 = 7 * 86_400;
 /// How often history past the retention is deleted.
@@ -152,14 +152,18 @@ impl Fleet {
             }
         }
         self.with_state(|s| s.pending.push(change));
-        let since = match self.store.health() {
-            StoreHealth::Unreachable { since, .. } => since,
-            _ => unix_now(),
+        let (since, why) = match self.store.health() {
+            StoreHealth::Unreachable { since, .. } => (since, "fleet store unreachable since"),
+            _ if queued_before => (
+                unix_now(),
+                "queued behind changes made while the fleet store was unreachable, at",
+            ),
+            _ => (unix_now(), "the fleet store did not answer in time at"),
         };
         FleetDelivery::ThisInstanceOnly {
             since,
             message: format!(
-                "applied on this instance only: fleet store unreachable since {}; the change goes to the fleet log once it is back",
+                "applied on this instance only: {why} {}; the change goes to the fleet log once it is back",
                 crate::admin::rfc3339(since)
             ),
         }

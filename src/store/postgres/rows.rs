@@ -65,16 +65,8 @@ pub async fn publish(client: &Client, me: &InstanceInfo, batch: &InstanceBatch) 
         let mut cols: [Vec<i64>; 7] = Default::default();
         for (route, b) in &batch.minutes {
             routes.push(route.to_string());
-            let c = b.counts;
-            for (col, v) in cols.iter_mut().zip([
-                b.minute,
-                c.requests as i64,
-                c.would_reject as i64,
-                c.rejected as i64,
-                c.shadow_requests as i64,
-                c.shadow_newly_rejected as i64,
-                c.shadow_newly_passed as i64,
-            ]) {
+            cols[0].push(b.minute);
+            for (col, v) in cols[1..].iter_mut().zip(b.counts.as_columns()) {
                 col.push(v);
             }
         }
