@@ -33,7 +33,10 @@ const PATHS: [&str; 15] = [
     "/api/routes/payments/rollback",
     "/api/routes/payments/mode",
 ];
-const MORE_PATHS: [&str; 3] = [
+const MORE_PATHS: [&str; 6] = [
+    "/api/fleet",
+    "/route.js",
+    "/config.js",
     "/api/routes/payments/override",
     "/api/routes/payments/rejections",
     "/api/routes/payments/readiness",
