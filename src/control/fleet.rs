@@ -34,8 +34,8 @@ const RETENTION: i64 = 7 * 86_400;
 const PRUNE_EVERY: i64 = 600;
 /// An instance silent this long is shown as such.
 pub const SILENT_AFTER: i64 = 10;
-/// Audit rows kept waiting for the store, at most; beyond, the oldest go (counted) and a
-/// full publish follows once the store is back.
+/// Audit rows kept waiting for the store, at most; beyond, rows are dropped (counted) and
+/// a full publish from this instance's history follows once the store is back.
 const SPOOL_CAP: usize = 200_000;
 
 /// Where an operator's change went.
@@ -201,50 +201,26 @@ impl Fleet {
     }
 }
 
-/// Folds `newer` into `into`, keeping one row per key (the newer one).
+/// Folds `newer` into `into`, keeping one row per key (the newer one): the spool holds
+/// absolute values, so only the latest of each row matters.
 fn merge(into: &mut InstanceBatch, newer: InstanceBatch) {
-    fn fold<T, K: PartialEq>(rows: &mut Vec<T>, newer: Vec<T>, key: impl Fn(&T) -> K) {
-        for row in newer {
-            let k = key(&row);
-            rows.retain(|r| key(r) != k);
-            rows.push(row);
-        }
-    }
-    if into.records.len() + newer.records.len() < 4096 {
-        fold(&mut into.records, newer.records, |(r, c)| {
-            (
-                r.clone(),
-                c.client.clone(),
-                crate::store::certificate_issuer(&c.certificate),
-                c.reason,
-            )
-        });
-        fold(&mut into.minutes, newer.minutes, |(r, b)| (r.clone(), b.minute));
-    } else {
-        // large spools: key maps instead of scans
-        let mut records: std::collections::HashMap<_, _> = std::mem::take(&mut into.records)
+    fn fold<T, K: std::hash::Hash + Eq>(rows: &mut Vec<T>, newer: Vec<T>, key: impl Fn(&T) -> K) {
+        let mut by_key: std::collections::HashMap<K, T> = std::mem::take(rows)
             .into_iter()
-            .chain(newer.records)
-            .map(|(r, c)| {
-                (
-                    (
-                        r.clone(),
-                        c.client.clone(),
-                        crate::store::certificate_issuer(&c.certificate),
-                        c.reason,
-                    ),
-                    (r, c),
-                )
-            })
+            .chain(newer)
+            .map(|row| (key(&row), row))
             .collect();
-        into.records = records.drain().map(|(_, v)| v).collect();
-        let mut minutes: std::collections::HashMap<_, _> = std::mem::take(&mut into.minutes)
-            .into_iter()
-            .chain(newer.minutes)
-            .map(|(r, b)| ((r.clone(), b.minute), (r, b)))
-            .collect();
-        into.minutes = minutes.drain().map(|(_, v)| v).collect();
+        *rows = by_key.drain().map(|(_, row)| row).collect();
     }
+    fold(&mut into.records, newer.records, |(route, c)| {
+        (
+            route.clone(),
+            c.client.clone(),
+            crate::store::certificate_issuer(&c.certificate),
+            c.reason,
+        )
+    });
+    fold(&mut into.minutes, newer.minutes, |(route, b)| (route.clone(), b.minute));
     fold(&mut into.certificates, newer.certificates, |c| c.sha256.clone());
     into.route_totals = newer.route_totals;
 }
