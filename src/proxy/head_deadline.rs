@@ -14,6 +14,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::pin::Pin;
+use std::future::Future;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,7 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncRead;
 use tokio::sync::Notify;
 
 use crate::tls::ConnectionTls;
@@ -52,38 +54,40 @@ impl<A> HeadDeadline<A> {
         }
     }
 
-    /// The first byte of the next request, read within `patience`, in a buffer that becomes
+    /// The first bytes of the next request, read within `patience`, in a buffer that becomes
     /// the session's header buffer. `None`: the client closed, went quiet, or we are stopping.
-    async fn first_byte(&self, stream: &mut Stream, patience: Duration) -> Option<BytesMut> {
-        let mut byte = [0u8; 1];
-        let read = stream.read(&mut byte);
-        tokio::pin!(read);
-        // a request already buffered (pipelined records OpenSSL has read) is taken at once
-        let read = match futures::poll!(&mut read) {
-            Poll::Ready(read) => read,
-            Poll::Pending => {
-                let stop = self.stop.notified();
-                tokio::pin!(stop);
-                stop.as_mut().enable();
-                if self.stopping.load(Ordering::Acquire) {
-                    return None;
+    async fn first_bytes(&self, stream: &mut Stream, patience: Duration) -> Option<BytesMut> {
+        let stop = self.stop.notified();
+        tokio::pin!(stop);
+        let timeout = tokio::time::sleep(patience);
+        tokio::pin!(timeout);
+        std::future::poll_fn(|cx| {
+            // Each attempt reads into a buffer on the stack that lives only for that poll, so
+            // the wait holds no buffer; what arrives (usually the whole head) is copied out,
+            // and Pingora parses it without reading again. Bytes OpenSSL already holds
+            // (pipelined records) come at the first attempt.
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); HEAD_BUFFER];
+            let mut buf = tokio::io::ReadBuf::uninit(&mut scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+                    head.extend_from_slice(buf.filled());
+                    return Poll::Ready(Some(head));
                 }
-                tokio::select! {
-                    biased;
-                    read = &mut read => read,
-                    _ = stop => return None,
-                    _ = tokio::time::sleep(patience) => return None,
-                }
+                // closed, or broken
+                Poll::Ready(_) => return Poll::Ready(None),
+                Poll::Pending => {}
             }
-        };
-        match read {
-            Ok(1) => {
-                let mut buffer = BytesMut::with_capacity(HEAD_BUFFER);
-                buffer.extend_from_slice(&byte);
-                Some(buffer)
+            // registered for the stop before looking at the flag: a stop between the two is seen
+            if stop.as_mut().poll(cx).is_ready()
+                || self.stopping.load(Ordering::Acquire)
+                || timeout.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(None);
             }
-            _ => None,
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Serves one request, closing the connection if its head is not complete by `deadline`.
@@ -141,19 +145,29 @@ where
         let connected = Instant::now();
         let mut stream = stream;
         let mut previous: Option<HttpPersistentSettings> = None;
+        // what we know of the bytes Pingora took for the request just served
+        let mut handoff: Option<Handoff> = None;
         let mut first = true;
         loop {
             // bytes of a pipelined request that Pingora read with the previous one start the
             // next session as they are; otherwise it waits for the client to send
-            let carried = previous.as_ref().is_some_and(carries_pipelined_bytes);
+            let carried = match (&previous, handoff, stream.get_ssl()) {
+                (None, _, _) => false,
+                (Some(_), Some(handoff), Some(ssl)) if handoff.nothing_left(ssl) => false,
+                (Some(settings), _, _) => carries_pipelined_bytes(settings),
+            };
             let (prefix, deadline) = if carried {
                 (None, conn.request_header_timeout)
             } else if first {
-                let prefix = self.first_byte(&mut stream, conn.request_header_timeout).await?;
+                let prefix = self.first_bytes(&mut stream, conn.request_header_timeout).await?;
                 (Some(prefix), conn.request_header_timeout.saturating_sub(connected.elapsed()))
             } else {
-                (Some(self.first_byte(&mut stream, KEEPALIVE_IDLE).await?), conn.request_header_timeout)
+                (Some(self.first_bytes(&mut stream, KEEPALIVE_IDLE).await?), conn.request_header_timeout)
             };
+            handoff = prefix
+                .as_deref()
+                .zip(stream.get_ssl())
+                .map(|(head, ssl)| Handoff::after(head, ssl));
             let mut session = ServerSession::new_http1(stream);
             match previous.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
@@ -183,39 +197,73 @@ where
     }
 }
 
-/// Whether Pingora carries bytes of the next request over from the previous one (a client
-/// that pipelines). Pingora 0.9 offers no accessor for them, so this reads its derived
-/// `Debug`, into a fixed buffer without allocating; `reads_the_carried_bytes_of_pingoras_settings`
-/// pins the reading to Pingora's type.
-fn carries_pipelined_bytes(settings: &HttpPersistentSettings) -> bool {
-    use std::fmt::Write;
-    const FIELD: &[u8] = b"pipelined_prefix: ";
-    struct Head {
-        bytes: [u8; 256],
-        len: usize,
-    }
-    impl Write for Head {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            let take = s.len().min(self.bytes.len() - self.len);
-            self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-            self.len += take;
-            // a long prefix stops the formatting once the buffer is full
-            if take < s.len() {
-                Err(std::fmt::Error)
-            } else {
-                Ok(())
-            }
+/// What we handed Pingora for one request. If it was exactly one request head, OpenSSL then
+/// held nothing more, and it has read nothing from the socket since, Pingora cannot hold
+/// bytes of the next request: the usual case is settled without asking Pingora.
+#[derive(Clone, Copy)]
+struct Handoff {
+    exact: bool,
+    socket_bytes: u64,
+}
+
+impl Handoff {
+    fn after(head: &[u8], ssl: &openssl::ssl::SslRef) -> Handoff {
+        Handoff {
+            exact: is_one_whole_head(head) && !crate::tls::has_buffered_input(ssl),
+            socket_bytes: crate::tls::socket_bytes_read(ssl),
         }
     }
-    let mut head = Head {
-        bytes: [0; 256],
-        len: 0,
-    };
-    let _ = write!(head, "{settings:?}");
-    let head = &head.bytes[..head.len];
-    head.windows(FIELD.len())
-        .position(|w| w == FIELD)
-        .is_some_and(|at| head[at + FIELD.len()..].starts_with(b"Some"))
+
+    fn nothing_left(&self, ssl: &openssl::ssl::SslRef) -> bool {
+        self.exact && crate::tls::socket_bytes_read(ssl) == self.socket_bytes
+    }
+}
+
+/// Whether `bytes` end with the empty line that ends a request head, with none before it.
+/// Every end httparse accepts (CRLF or bare LF lines) counts, so this never takes two heads
+/// for one.
+fn is_one_whole_head(bytes: &[u8]) -> bool {
+    for lf in memchr::memchr_iter(b'\n', bytes) {
+        let end = match &bytes[lf + 1..] {
+            [b'\n', ..] => lf + 2,
+            [b'\r', b'\n', ..] => lf + 3,
+            _ => continue,
+        };
+        return end == bytes.len();
+    }
+    false
+}
+
+/// Whether Pingora carries bytes of the next request over from the previous one (a client
+/// that pipelines). Pingora 0.9 offers no accessor for them, so this reads the field's value
+/// off its derived `Debug`, without allocating and stopping there;
+/// `reads_the_carried_bytes_of_pingoras_settings` pins the reading to Pingora's type.
+fn carries_pipelined_bytes(settings: &HttpPersistentSettings) -> bool {
+    use std::fmt::Write;
+    #[derive(PartialEq)]
+    enum Seen {
+        Nothing,
+        Field,
+        Value(bool),
+    }
+    struct Reader(Seen);
+    impl Write for Reader {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match self.0 {
+                Seen::Nothing if s == "pipelined_prefix" => self.0 = Seen::Field,
+                Seen::Field if s.trim_start_matches([':', ' ']).is_empty() => {}
+                Seen::Field => {
+                    self.0 = Seen::Value(s.trim_start_matches([':', ' ']).starts_with("Some"));
+                    return Err(std::fmt::Error);
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+    let mut reader = Reader(Seen::Nothing);
+    let _ = write!(reader, "{settings:?}");
+    reader.0 == Seen::Value(true)
 }
 
 #[cfg(test)]
@@ -235,6 +283,18 @@ mod tests {
             settings.set_pipelined_prefix(BytesMut::from(prefix));
         }
         settings
+    }
+
+    #[test]
+    fn one_whole_head_is_told_from_a_partial_one_and_from_two() {
+        assert!(is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(is_one_whole_head(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(!is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+        // a head ended by bare LFs, then another: two, not one
+        assert!(!is_one_whole_head(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!is_one_whole_head(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"));
+        assert!(!is_one_whole_head(b""));
     }
 
     #[test]
