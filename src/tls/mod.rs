@@ -12,7 +12,7 @@ mod strict;
 mod verify;
 mod xfcc;
 
-pub use accept::{ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
+pub use accept::{CertificateRequests, ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
 pub use connection::{ConnectionTls, Evidence};
 pub use crl::{read_crls, CrlEntry};
 pub use ffi::{has_buffered_input, openssl_allocates_with_mimalloc, socket_bytes_read, verify_error_string};
