@@ -17,6 +17,13 @@
 //! difference as `cpu_ticks_NAME`; its own CPU time is `cpu_ticks_client`, and the share of
 //! each core that was busy during the window is `busy_pct_cpuN` (from `/proc/stat`).
 //!
+//! - `keepalive --http2`: `--connections` HTTP/2 connections (ALPN h2) are opened first;
+//!   then N workers, spread over them, each keep one stream going: many concurrent streams on
+//!   few connections, as browsers and gRPC clients use HTTP/2.
+//! - `grpc`: unary gRPC calls (`--path`, default `/bench.Echo/Unary`, a 5-byte message) the
+//!   same way over HTTP/2; a call counts when its `grpc-status` is 0. With `--scheme http` it
+//!   speaks h2c with prior knowledge (the backend floor).
+//!
 //! - `idle`: N connections each send one request, then stay open and idle. The watched
 //!   processes' resident memory (VmRSS, `/proc/PID/status`) is read before the first
 //!   connection and again once all are up and `--settle` seconds have passed; the growth
@@ -41,11 +48,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::{http1, http2};
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpStream;
@@ -67,6 +74,8 @@ enum Scenario {
     /// N connections each send one request and then stay open, idle; reports how much the
     /// watched processes' RSS grew per connection (`rss_bytes_per_conn_NAME`).
     Idle,
+    /// Unary gRPC calls over HTTP/2: N concurrent calls on `--connections` connections.
+    Grpc,
 }
 
 #[derive(Parser, Debug)]
@@ -83,9 +92,15 @@ struct Args {
     host: String,
     #[arg(long, value_enum, default_value = "https")]
     scheme: Scheme,
-    /// Request path.
-    #[arg(long, default_value = "/")]
-    path: String,
+    /// Request path (`grpc`: the method, default `/bench.Echo/Unary`).
+    #[arg(long)]
+    path: Option<String>,
+    /// Keep-alive over HTTP/2 (ALPN h2) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// HTTP/2 and gRPC: connections the N concurrent streams share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// Client certificate (PEM, leaf first). Without it no certificate is presented.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -145,6 +160,8 @@ struct Target {
     verify_server: bool,
     timeout: Duration,
     scenario: Scenario,
+    /// HTTP/2 (keepalive --http2, grpc): the connections workers take turns on.
+    h2: Vec<H2Sender>,
     /// Idle scenario: permits for connections being opened (`--open-concurrency`).
     opening: Option<tokio::sync::Semaphore>,
     /// Start of the measurement window + its length; set by `main` once all workers are ready.
@@ -174,41 +191,84 @@ impl Stats {
 }
 
 type Sender = http1::SendRequest<Empty<Bytes>>;
+type H2Sender = http2::SendRequest<Full<Bytes>>;
 
-/// Opens one connection and runs its HTTP/1.1 handshake; the connection task is spawned.
-/// Returns the sender and, for TLS, a description of what was negotiated.
-async fn connect(t: &Target, stats: &mut Stats) -> Result<Sender, String> {
+/// A unary gRPC request: no compression, `EchoRequest { text: "hello" }`.
+const GRPC_MESSAGE: &[u8] = b"\x00\x00\x00\x00\x07\x0a\x05hello";
+
+/// Opens one TCP connection and, for https, runs the TLS handshake on it (TLS 1.3, a full
+/// handshake, the negotiated ALPN protocol `alpn` when given).
+async fn open(t: &Target, stats: &mut Stats, alpn: Option<&[u8]>) -> Result<Io, String> {
     let tcp = TcpStream::connect(t.addr).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    match &t.tls {
-        None => http_handshake(tcp).await,
-        Some(connector) => {
-            let ssl = connector
-                .configure()
-                .and_then(|mut c| {
-                    c.set_verify_hostname(t.verify_server);
-                    c.into_ssl(&t.host)
-                })
-                .map_err(|e| format!("ssl setup: {e}"))?;
-            let mut stream = SslStream::new(ssl, tcp).map_err(|e| format!("ssl setup: {e}"))?;
-            Pin::new(&mut stream)
-                .connect()
-                .await
-                .map_err(|e| format!("tls handshake: {e}"))?;
-            let ssl = stream.ssl();
-            if ssl.session_reused() {
-                stats.reused_sessions += 1;
-                return Err("TLS session was resumed (expected a full handshake)".into());
-            }
-            if ssl.version2() != Some(SslVersion::TLS1_3) {
-                return Err(format!("negotiated {} instead of TLSv1.3", ssl.version_str()));
-            }
-            if stats.tls.is_none() {
-                let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("?");
-                stats.tls = Some(format!("{} {}", ssl.version_str(), cipher));
-            }
-            http_handshake(stream).await
+    let Some(connector) = &t.tls else {
+        return Ok(Io::Plain(tcp));
+    };
+    let ssl = connector
+        .configure()
+        .and_then(|mut c| {
+            c.set_verify_hostname(t.verify_server);
+            c.into_ssl(&t.host)
+        })
+        .map_err(|e| format!("ssl setup: {e}"))?;
+    let mut stream = SslStream::new(ssl, tcp).map_err(|e| format!("ssl setup: {e}"))?;
+    Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|e| format!("tls handshake: {e}"))?;
+    let ssl = stream.ssl();
+    if ssl.session_reused() {
+        stats.reused_sessions += 1;
+        return Err("TLS session was resumed (expected a full handshake)".into());
+    }
+    if ssl.version2() != Some(SslVersion::TLS1_3) {
+        return Err(format!("negotiated {} instead of TLSv1.3", ssl.version_str()));
+    }
+    if let Some(alpn) = alpn {
+        if ssl.selected_alpn_protocol() != Some(alpn) {
+            return Err(format!("ALPN: the server did not select {}", String::from_utf8_lossy(alpn)));
         }
+    }
+    if stats.tls.is_none() {
+        let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("?");
+        stats.tls = Some(format!("{} {}", ssl.version_str(), cipher));
+    }
+    Ok(Io::Tls(Box::new(stream)))
+}
+
+/// A connection, with or without TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+/// Opens one connection and runs its HTTP/1.1 handshake; the connection task is spawned.
+async fn connect(t: &Target, stats: &mut Stats) -> Result<Sender, String> {
+    match open(t, stats, None).await? {
+        Io::Plain(tcp) => http_handshake(tcp).await,
+        Io::Tls(tls) => http_handshake(tls).await,
+    }
+}
+
+/// Opens one HTTP/2 connection (ALPN h2 over TLS, prior knowledge over plain TCP); the
+/// connection task is spawned.
+async fn connect_h2(t: &Target, stats: &mut Stats) -> Result<H2Sender, String> {
+    async fn handshake<IO>(io: IO) -> Result<H2Sender, String>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+    match open(t, stats, Some(b"h2")).await? {
+        Io::Plain(tcp) => handshake(tcp).await,
+        Io::Tls(tls) => handshake(tls).await,
     }
 }
 
@@ -302,6 +362,71 @@ async fn keepalive_worker(t: Arc<Target>, ready: Arc<Barrier>, go: Arc<Barrier>,
                 }
             }
             Ok(Err(e)) => stats.error(e),
+            Err(_) => stats.error("request timed out"),
+        }
+    }
+    stats
+}
+
+/// One HTTP/2 request (GET, or a unary gRPC call) with its whole response. Returns the
+/// HTTP status, or for gRPC 200 when `grpc-status` is 0 and an error otherwise.
+async fn request_h2(t: &Target, sender: &mut H2Sender) -> Result<u16, String> {
+    sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+    let uri = format!("https://{}{}", t.host, t.path);
+    let req = if t.scenario == Scenario::Grpc {
+        Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header(USER_AGENT, "phasegate-loadgen")
+            .body(Full::new(Bytes::from_static(GRPC_MESSAGE)))
+    } else {
+        Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(USER_AGENT, "phasegate-loadgen")
+            .body(Full::new(Bytes::new()))
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let in_head = resp.headers().get("grpc-status").cloned();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("response body: {e}"))?;
+    if t.scenario != Scenario::Grpc || status != 200 {
+        return Ok(status);
+    }
+    let grpc_status = body.trailers().and_then(|t| t.get("grpc-status").cloned()).or(in_head);
+    match grpc_status.as_ref().map(|v| v.as_bytes()) {
+        Some(b"0") => Ok(200),
+        Some(code) => Err(format!("grpc-status {}", String::from_utf8_lossy(code))),
+        None => Err("no grpc-status".into()),
+    }
+}
+
+/// Keeps one stream going on a shared HTTP/2 connection for the duration.
+async fn h2_worker(t: Arc<Target>, index: usize, ready: Arc<Barrier>, go: Arc<Barrier>, expect: u16) -> Stats {
+    let mut stats = Stats::default();
+    let mut sender = t.h2.get(index % t.h2.len().max(1)).cloned();
+    ready.wait().await;
+    go.wait().await;
+    let deadline = *t.deadline.get().expect("deadline set before go");
+    while Instant::now() < deadline {
+        let Some(s) = sender.as_mut() else {
+            stats.error("no HTTP/2 connection");
+            break;
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(t.timeout, request_h2(&t, s)).await {
+            Ok(Ok(status)) => record(&mut stats, expect, status, started),
+            Ok(Err(e)) => {
+                stats.error(e);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             Err(_) => stats.error("request timed out"),
         }
     }
@@ -470,6 +595,9 @@ fn build_tls(args: &Args) -> Result<Option<SslConnector>, String> {
     b.set_max_proto_version(Some(SslVersion::TLS1_3))
         .map_err(e("max version"))?;
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    if args.http2 || args.scenario == Scenario::Grpc {
+        b.set_alpn_protos(b"\x02h2").map_err(e("alpn"))?;
+    }
     b.set_groups_list(&args.groups).map_err(e("groups"))?;
     if let Some(suites) = &args.ciphersuites {
         b.set_ciphersuites(suites).map_err(e("ciphersuites"))?;
@@ -506,18 +634,27 @@ fn run(args: Args) -> Result<(), String> {
         .iter()
         .map(|s| parse_watch(s))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.http2 && args.scenario != Scenario::Keepalive {
+        return Err("--http2 goes with --scenario keepalive (grpc is always HTTP/2)".into());
+    }
+    let h2 = args.http2 || args.scenario == Scenario::Grpc;
+    if h2 && args.connections == 0 {
+        return Err("--connections must be positive".into());
+    }
     let tls = build_tls(&args)?;
-    let target = Arc::new(Target {
+    let default_path = if args.scenario == Scenario::Grpc { "/bench.Echo/Unary" } else { "/" };
+    let mut target = Target {
         addr: args.addr,
         host: args.host.clone(),
-        path: args.path.clone(),
+        path: args.path.clone().unwrap_or_else(|| default_path.to_string()),
         verify_server: args.ca.is_some(),
         tls,
         timeout: Duration::from_secs_f64(args.timeout),
         scenario: args.scenario,
+        h2: Vec::new(),
         opening: (args.open_concurrency > 0).then(|| tokio::sync::Semaphore::new(args.open_concurrency)),
         deadline: OnceLock::new(),
-    });
+    };
     let rt = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
@@ -532,17 +669,31 @@ fn run(args: Args) -> Result<(), String> {
     let n = args.concurrency;
     let settle = Duration::from_secs_f64(args.settle.max(0.0));
     let (stats, elapsed, cpu, busy, rss) = rt.block_on(async {
+        // HTTP/2: the connections are opened before the workers (not part of the window)
+        let mut setup = Stats::default();
+        if h2 {
+            for _ in 0..args.connections {
+                match tokio::time::timeout(target.timeout, connect_h2(&target, &mut setup)).await {
+                    Ok(Ok(sender)) => target.h2.push(sender),
+                    Ok(Err(e)) => setup.error(e),
+                    Err(_) => setup.error("connect timed out"),
+                }
+            }
+        }
+        let target = Arc::new(target);
         let rss0 = rss_of(&watches);
         let ready = Arc::new(Barrier::new(n + 1));
         let go = Arc::new(Barrier::new(n + 1));
         let mut handles = Vec::with_capacity(n);
-        for _ in 0..n {
+        for i in 0..n {
             let (t, r, g) = (target.clone(), ready.clone(), go.clone());
             handles.push(tokio::spawn(async move {
                 match t.scenario {
+                    _ if h2 => h2_worker(t, i, r, g, expect).await,
                     Scenario::Keepalive => keepalive_worker(t, r, g, expect).await,
                     Scenario::Handshake => handshake_worker(t, r, g, expect).await,
                     Scenario::Idle => idle_worker(t, r, g, expect).await,
+                    Scenario::Grpc => unreachable!("grpc is HTTP/2"),
                 }
             }));
         }
@@ -563,7 +714,8 @@ fn run(args: Args) -> Result<(), String> {
             .set(start + Duration::from_secs_f64(args.duration))
             .expect("set once");
         go.wait().await;
-        let mut all = Vec::with_capacity(n);
+        let mut all = Vec::with_capacity(n + 1);
+        all.push(setup);
         for h in handles {
             all.push(h.await.map_err(|e| format!("worker panicked: {e}"))?);
         }
@@ -615,8 +767,13 @@ fn run(args: Args) -> Result<(), String> {
             Scenario::Keepalive => "keepalive",
             Scenario::Handshake => "handshake",
             Scenario::Idle => "idle",
+            Scenario::Grpc => "grpc",
         }),
     );
+    out.insert("protocol".into(), json!(if h2 { "h2" } else { "http/1.1" }));
+    if h2 {
+        out.insert("connections".into(), json!(args.connections));
+    }
     out.insert("addr".into(), json!(args.addr.to_string()));
     out.insert("concurrency".into(), json!(n));
     out.insert("client_cert".into(), json!(args.cert.is_some()));

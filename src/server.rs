@@ -190,7 +190,8 @@ impl Gateway {
             &settings.instance_id,
             in_flight.clone(),
         );
-        // the proxy app inside a total deadline for each request head (proxy/head_deadline.rs)
+        // the proxy app behind the wait for each request's first byte and a total deadline for
+        // its head (proxy/head_deadline.rs)
         let app = crate::proxy::HeadDeadline::new(pingora::proxy::http_proxy(&server.configuration, proxy));
         let mut service = pingora::services::listening::Service::new("phasegate proxy".to_string(), app);
         let mut listeners = Vec::new();

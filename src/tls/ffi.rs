@@ -187,3 +187,28 @@ pub fn verify_error_string(code: c_int) -> String {
         .error_string()
         .to_string()
 }
+
+extern "C" {
+    fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
+    fn BIO_number_read(bio: *mut openssl_sys::BIO) -> u64;
+}
+
+/// Whether OpenSSL holds input not handed out yet: decrypted bytes of the current record or
+/// records read ahead from the socket (`SSL_pending` counts only the former).
+pub fn has_buffered_input(ssl: &openssl::ssl::SslRef) -> bool {
+    // SAFETY: a valid SSL; the call only reads its record layer's state.
+    unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
+}
+
+/// Bytes OpenSSL has read from the connection's socket so far (its read BIO's count).
+pub fn socket_bytes_read(ssl: &openssl::ssl::SslRef) -> u64 {
+    // SAFETY: a valid SSL; its read BIO, if any, lives as long as the SSL.
+    unsafe {
+        let bio = openssl_sys::SSL_get_rbio(ssl.as_ptr());
+        if bio.is_null() {
+            0
+        } else {
+            BIO_number_read(bio)
+        }
+    }
+}

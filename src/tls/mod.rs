@@ -12,10 +12,10 @@ mod strict;
 mod verify;
 mod xfcc;
 
-pub use accept::{ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
+pub use accept::{CertificateRequests, ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
 pub use connection::{ConnectionTls, Evidence};
 pub use crl::{read_crls, CrlEntry};
-pub use ffi::{openssl_allocates_with_mimalloc, verify_error_string};
+pub use ffi::{has_buffered_input, openssl_allocates_with_mimalloc, socket_bytes_read, verify_error_string};
 pub use identity::{hex, parse_identity};
 pub use peer::PeerCertificate;
 pub use strict::{is_host_name, Relaxed, StrictCheck};

@@ -4,12 +4,12 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
-use pingora_load_balancing::selection::{BackendIter, BackendSelection, RoundRobin};
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends};
 use serde::Serialize;
 
 use super::{Balance, HealthProbe, PoolSpec, Target};
@@ -119,89 +119,78 @@ impl ServiceDiscovery for Discovery {
     }
 }
 
-/// Least connections: backends in order of their in-flight requests, ties taken in turn.
-pub struct LeastConnections {
-    backends: Box<[Backend]>,
-    turn: AtomicUsize,
+/// One backend as a pick reads it.
+struct Slot {
+    addr: SocketAddr,
+    weight: usize,
+    healthy: bool,
+    stats: Arc<BackendStats>,
 }
 
-impl BackendSelection for LeastConnections {
-    type Iter = LeastConnectionsIter;
-    type Config = ();
-
-    fn build(backends: &BTreeSet<Backend>) -> Self {
-        LeastConnections {
-            backends: backends.iter().cloned().collect(),
-            turn: AtomicUsize::new(0),
-        }
-    }
-
-    fn iter(self: &Arc<Self>, _key: &[u8]) -> Self::Iter {
-        let n = self.backends.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        let load = |b: &Backend| {
-            let in_flight = b
-                .ext
-                .get::<Arc<BackendStats>>()
-                .map_or(0, |s| s.in_flight.load(Ordering::Relaxed));
-            in_flight * 1000 / b.weight.max(1)
-        };
-        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n.max(1)).collect();
-        order.sort_by_key(|&i| load(&self.backends[i]));
-        LeastConnectionsIter {
-            selection: self.clone(),
-            order,
-            next: 0,
-        }
+impl Slot {
+    /// In-flight requests per unit of weight, for least connections.
+    fn load(&self) -> usize {
+        self.stats.in_flight.load(Ordering::Relaxed) * 1000 / self.weight.max(1)
     }
 }
 
-pub struct LeastConnectionsIter {
-    selection: Arc<LeastConnections>,
-    order: Vec<usize>,
-    next: usize,
+/// The pool's backends as requests pick them. Membership, weights and health change only
+/// when discovery or a health check runs, and the table is rebuilt after each, so a pick
+/// reads one snapshot and asks pingora-load-balancing nothing (no hashing, no copy of a
+/// `Backend`, no allocation).
+#[derive(Default)]
+struct Table {
+    slots: Box<[Slot]>,
+    /// Round robin's order: each slot's index as many times as its weight.
+    weighted: Box<[u32]>,
 }
 
-impl BackendIter for LeastConnectionsIter {
-    fn next(&mut self) -> Option<&Backend> {
-        let i = *self.order.get(self.next)?;
-        self.next += 1;
-        self.selection.backends.get(i)
-    }
-}
-
-enum Balancer {
-    RoundRobin(LoadBalancer<RoundRobin>),
-    LeastConnections(LoadBalancer<LeastConnections>),
-}
-
-impl Balancer {
-    fn select_with(&self, accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
-        match self {
-            Balancer::RoundRobin(lb) => lb.select_with(b"", 256, accept),
-            Balancer::LeastConnections(lb) => lb.select_with(b"", 256, accept),
-        }
-    }
-
-    fn backends(&self) -> &Backends {
-        match self {
-            Balancer::RoundRobin(lb) => lb.backends(),
-            Balancer::LeastConnections(lb) => lb.backends(),
-        }
+impl Table {
+    fn build(backends: &Backends) -> Table {
+        let slots: Box<[Slot]> = backends
+            .get_backend()
+            .iter()
+            .filter_map(|b| {
+                Some(Slot {
+                    addr: *b.addr.as_inet()?,
+                    weight: b.weight,
+                    healthy: backends.ready(b),
+                    stats: b.ext.get::<Arc<BackendStats>>()?.clone(),
+                })
+            })
+            .collect();
+        let weighted = slots
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.weight))
+            .collect();
+        Table { slots, weighted }
     }
 
-    async fn update(&self) -> pingora::Result<()> {
-        match self {
-            Balancer::RoundRobin(lb) => lb.update().await,
-            Balancer::LeastConnections(lb) => lb.update().await,
-        }
+    /// The weighted pick of this turn, or when it cannot serve, the first after it that can.
+    fn round_robin(&self, turn: usize, usable: impl Fn(&Slot) -> bool) -> Option<&Slot> {
+        let n = self.slots.len();
+        let first = *self.weighted.get(turn % self.weighted.len().max(1))? as usize;
+        (0..n).map(|i| &self.slots[(first + i) % n]).find(|s| usable(s))
+    }
+
+    /// The least loaded usable backend; ties go in turn.
+    fn least_connections(&self, turn: usize, usable: impl Fn(&Slot) -> bool) -> Option<&Slot> {
+        let n = self.slots.len();
+        (0..n)
+            .map(|i| &self.slots[(turn + i) % n])
+            .filter(|s| usable(s))
+            .min_by_key(|s| s.load())
     }
 }
 
 /// A route's backends at run time. Shared by every snapshot whose route has the same spec.
 pub struct Pool {
     pub spec: PoolSpec,
-    balancer: Balancer,
+    /// Discovery and health checks (pingora-load-balancing); requests read `table`.
+    backends: Backends,
+    table: ArcSwap<Table>,
+    turn: AtomicUsize,
     stats: StatsByAddr,
     last_health_check: Mutex<Option<Instant>>,
     last_dns: Mutex<Instant>,
@@ -219,17 +208,16 @@ impl Pool {
         if let Some(h) = &spec.health {
             backends.set_health_check(health_check(&spec, h, tls));
         }
-        let balancer = match spec.balance {
-            Balance::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
-            Balance::LeastConnections => Balancer::LeastConnections(LoadBalancer::from_backends(backends)),
-        };
         // the first discovery answers from memory: the pool is complete before any request
-        if let Some(Err(e)) = balancer.update().now_or_never() {
+        if let Some(Err(e)) = backends.update(|_| ()).now_or_never() {
             tracing::error!(error = %e, "cannot build upstream pool");
         }
+        let table = ArcSwap::from_pointee(Table::build(&backends));
         Pool {
             spec,
-            balancer,
+            backends,
+            table,
+            turn: AtomicUsize::new(0),
             stats,
             last_health_check: Mutex::new(None),
             last_dns: Mutex::new(Instant::now()),
@@ -238,17 +226,18 @@ impl Pool {
 
     /// The next backend to try: healthy, not ejected, not tried yet for this request.
     pub fn select(&self, now: i64, tried: &[SocketAddr]) -> Option<Chosen> {
-        let b = self.balancer.select_with(|b, healthy| {
-            let Some(stats) = b.ext.get::<Arc<BackendStats>>() else {
-                return false;
-            };
-            healthy
-                && stats.ejected_until.load(Ordering::Relaxed) <= now
-                && !b.addr.as_inet().is_some_and(|a| tried.contains(a))
-        })?;
-        let addr = *b.addr.as_inet()?;
-        let stats = b.ext.get::<Arc<BackendStats>>()?.clone();
-        Some(Chosen { addr, stats })
+        let table = self.table.load();
+        let usable =
+            |s: &Slot| s.healthy && s.stats.ejected_until.load(Ordering::Relaxed) <= now && !tried.contains(&s.addr);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let slot = match self.spec.balance {
+            Balance::RoundRobin => table.round_robin(turn, usable),
+            Balance::LeastConnections => table.least_connections(turn, usable),
+        }?;
+        Some(Chosen {
+            addr: slot.addr,
+            stats: slot.stats.clone(),
+        })
     }
 
     /// A connection attempt failed: after `max_failures` in a row the backend is ejected.
@@ -282,7 +271,8 @@ impl Pool {
                 due
             };
             if due {
-                self.balancer.backends().run_health_check(true).await;
+                self.backends.run_health_check(true).await;
+                self.table.store(Arc::new(Table::build(&self.backends)));
             }
         }
         let has_dns = self.spec.targets.iter().any(|t| matches!(t, Target::Dns { .. }));
@@ -294,13 +284,13 @@ impl Pool {
             }
             due
         };
-        if refresh {
-            let _ = self.balancer.update().await;
+        if refresh && self.backends.update(|_| ()).await.is_ok() {
+            self.table.store(Arc::new(Table::build(&self.backends)));
         }
     }
 
     pub fn view(&self, now: i64) -> Vec<BackendView> {
-        let backends = self.balancer.backends();
+        let backends = &self.backends;
         backends
             .get_backend()
             .iter()
@@ -426,4 +416,57 @@ pub fn spawn_maintenance(snapshot: crate::policy::SharedSnapshot) {
             futures::future::join_all(pools.iter().map(|p| p.maintain())).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(weights: &[usize]) -> Table {
+        let slots: Box<[Slot]> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Slot {
+                addr: SocketAddr::from(([127, 0, 0, 1], 8000 + i as u16)),
+                weight,
+                healthy: true,
+                stats: Arc::default(),
+            })
+            .collect();
+        let weighted = slots
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.weight))
+            .collect();
+        Table { slots, weighted }
+    }
+
+    fn port(slot: Option<&Slot>) -> Option<u16> {
+        slot.map(|s| s.addr.port() - 8000)
+    }
+
+    #[test]
+    fn round_robin_follows_weights_and_skips_what_cannot_serve() {
+        let t = table(&[1, 2]);
+        let picks: Vec<_> = (0..6).map(|turn| port(t.round_robin(turn, |_| true))).collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(1), Some(0), Some(1), Some(1)]);
+        assert_eq!(port(t.round_robin(0, |s| s.addr.port() != 8000)), Some(1));
+        assert_eq!(port(t.round_robin(1, |s| s.addr.port() != 8001)), Some(0));
+        assert_eq!(port(t.round_robin(0, |_| false)), None);
+        assert_eq!(port(Table::default().round_robin(0, |_| true)), None);
+    }
+
+    #[test]
+    fn least_connections_weighs_in_flight_requests_and_takes_ties_in_turn() {
+        let t = table(&[1, 1, 2]);
+        assert_eq!(port(t.least_connections(1, |_| true)), Some(1));
+        t.slots[1].stats.in_flight.store(1, Ordering::Relaxed);
+        t.slots[2].stats.in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(port(t.least_connections(1, |_| true)), Some(0));
+        t.slots[0].stats.in_flight.store(1, Ordering::Relaxed);
+        // one in flight on weight 2 is half the load of one on weight 1
+        assert_eq!(port(t.least_connections(0, |_| true)), Some(2));
+        assert_eq!(port(t.least_connections(0, |s| s.addr.port() != 8002)), Some(0));
+        assert_eq!(port(Table::default().least_connections(0, |_| true)), None);
+    }
 }

@@ -212,6 +212,7 @@ impl<'a> Compiler<'a> {
         let listeners = self.listeners(files);
         let (routes, table) = self.routes(files, &bundle_ids);
         self.check_ca_names(&bundles, &routes, &table);
+        let certificate_requests = crate::tls::CertificateRequests::build(&bundles, &routes, &table);
         let owners = self.owners(files);
         let hash = std::mem::replace(&mut self.hash, Sha256::new()).finish();
         CompiledConfig {
@@ -229,6 +230,7 @@ impl<'a> Compiler<'a> {
             routes,
             table,
             owners,
+            certificate_requests,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
