@@ -226,7 +226,10 @@ async fn open(t: &Target, stats: &mut Stats, alpn: Option<&[u8]>) -> Result<Io, 
     }
     if let Some(alpn) = alpn {
         if ssl.selected_alpn_protocol() != Some(alpn) {
-            return Err(format!("ALPN: the server did not select {}", String::from_utf8_lossy(alpn)));
+            return Err(format!(
+                "ALPN: the server did not select {}",
+                String::from_utf8_lossy(alpn)
+            ));
         }
     }
     if stats.tls.is_none() {
@@ -642,7 +645,11 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--connections must be positive".into());
     }
     let tls = build_tls(&args)?;
-    let default_path = if args.scenario == Scenario::Grpc { "/bench.Echo/Unary" } else { "/" };
+    let default_path = if args.scenario == Scenario::Grpc {
+        "/bench.Echo/Unary"
+    } else {
+        "/"
+    };
     let mut target = Target {
         addr: args.addr,
         host: args.host.clone(),

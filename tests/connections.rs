@@ -173,7 +173,9 @@ async fn certificate_request(
 async fn each_host_asks_for_the_cas_its_routes_trust_over_tls_1_3_and_1_2() {
     let pki = TestPki::new();
     let gw = TestGateway::start(&pki, ROUTES).await;
-    let name = |pem: &str| phasegate::tls::describe_name(openssl::x509::X509::from_pem(pem.as_bytes()).unwrap().subject_name());
+    let name = |pem: &str| {
+        phasegate::tls::describe_name(openssl::x509::X509::from_pem(pem.as_bytes()).unwrap().subject_name())
+    };
     let (internal, untrusted) = (name(pki.root_pem()), name(&pki.untrusted.cert_pem));
     for version in [openssl::ssl::SslVersion::TLS1_3, openssl::ssl::SslVersion::TLS1_2] {
         let (mut names, alpn) = certificate_request(&gw, &pki, Some("api.test"), version).await;
@@ -184,7 +186,7 @@ async fn each_host_asks_for_the_cas_its_routes_trust_over_tls_1_3_and_1_2() {
         // the host's context also chooses the protocol as the listener does
         assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "{version:?}");
         let (names, _) = certificate_request(&gw, &pki, Some("other.test"), version).await;
-        assert_eq!(names, [internal.clone()], "{version:?}");
+        assert_eq!(names, std::slice::from_ref(&internal), "{version:?}");
         let (mut names, _) = certificate_request(&gw, &pki, None, version).await;
         names.sort();
         assert_eq!(names, both, "without SNI, every route's CAs: {version:?}");

@@ -212,7 +212,11 @@ async fn pipelined_requests_are_served_at_once_whether_they_came_in_one_write_or
         assert_eq!(statuses(&response), ["200", "200"], "{response}");
         assert!(response.find("\"/first\"") < response.find("\"/second\""), "{response}");
         // answered, not waited out until the client gave up
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -228,7 +232,10 @@ async fn a_kept_alive_connection_times_the_next_head_from_its_first_byte() {
     // idle longer than the head deadline between two requests: both are served
     let parts = [
         (first, std::time::Duration::ZERO),
-        (&b"GET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..], pause),
+        (
+            &b"GET /second HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"[..],
+            pause,
+        ),
     ];
     let response = common::client::raw_exchange_timed(gw.addr, pki.root_pem(), "api.test", &parts)
         .await
@@ -249,7 +256,10 @@ async fn a_kept_alive_connection_times_the_next_head_from_its_first_byte() {
         response.as_deref().map_or(true, |r| statuses(r) == ["200"]),
         "{response:?}"
     );
-    assert!(elapsed < std::time::Duration::from_millis(3500), "cut off at ~2.2s, not after {elapsed:?}");
+    assert!(
+        elapsed < std::time::Duration::from_millis(3500),
+        "cut off at ~2.2s, not after {elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

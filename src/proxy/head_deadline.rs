@@ -12,10 +12,10 @@
 //! `client_header_timeout`), counted from the connection's handshake for its first request
 //! and from the first byte for the next ones.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::pin::Pin;
-use std::future::Future;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -154,9 +154,15 @@ where
                 (None, conn.request_header_timeout)
             } else if first {
                 let prefix = self.first_bytes(&mut stream, conn.request_header_timeout).await?;
-                (Some(prefix), conn.request_header_timeout.saturating_sub(connected.elapsed()))
+                (
+                    Some(prefix),
+                    conn.request_header_timeout.saturating_sub(connected.elapsed()),
+                )
             } else {
-                (Some(self.first_bytes(&mut stream, KEEPALIVE_IDLE).await?), conn.request_header_timeout)
+                (
+                    Some(self.first_bytes(&mut stream, KEEPALIVE_IDLE).await?),
+                    conn.request_header_timeout,
+                )
             };
             handoff = prefix
                 .as_deref()
@@ -183,7 +189,9 @@ where
                 }
                 self.inner.process_new_http(session, shutdown)
             };
-            let (next, settings) = Self::within_head_deadline(work, conn, before, deadline).await?.consume();
+            let (next, settings) = Self::within_head_deadline(work, conn, before, deadline)
+                .await?
+                .consume();
             stream = next;
             previous = settings;
             first = false;
@@ -316,9 +324,13 @@ mod tests {
         assert!(is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
         assert!(is_one_whole_head(b"GET / HTTP/1.1\nHost: a\n\n"));
         assert!(!is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n"));
-        assert!(!is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+        assert!(!is_one_whole_head(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+        ));
         // a head ended by bare LFs, then another: two, not one
-        assert!(!is_one_whole_head(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!is_one_whole_head(
+            b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        ));
         assert!(!is_one_whole_head(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"));
         assert!(!is_one_whole_head(b""));
     }

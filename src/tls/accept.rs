@@ -22,7 +22,9 @@ use pingora::tls::ext;
 use super::connection::ConnectionTls;
 use super::peer::{LeafCache, PeerCertificate};
 use crate::audit::Recorder;
-use crate::policy::{normalize_host, BundleId, Route, RouteId, RouteTable, SharedSnapshot, TrustBundle, MAX_CA_NAMES_BYTES};
+use crate::policy::{
+    normalize_host, BundleId, Route, RouteId, RouteTable, SharedSnapshot, TrustBundle, MAX_CA_NAMES_BYTES,
+};
 
 /// Handshake callbacks of one listener. They read the live snapshot, so server
 /// certificates and certificate requests follow reloads and rollbacks.
