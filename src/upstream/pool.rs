@@ -159,6 +159,10 @@ impl Table {
                 })
             })
             .collect();
+        Table::of(slots)
+    }
+
+    fn of(slots: Box<[Slot]>) -> Table {
         let weighted = slots
             .iter()
             .enumerate()
@@ -433,12 +437,7 @@ mod tests {
                 stats: Arc::default(),
             })
             .collect();
-        let weighted = slots
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.weight))
-            .collect();
-        Table { slots, weighted }
+        Table::of(slots)
     }
 
     fn port(slot: Option<&Slot>) -> Option<u16> {
