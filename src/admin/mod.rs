@@ -283,15 +283,14 @@ async fn route_rejections(
         view.clients.retain(|c| c.reason == reason);
     }
     if let Some(instance) = q.instance.as_deref().filter(|i| !i.is_empty()) {
-        view.clients = std::mem::take(&mut view.clients)
-            .into_iter()
-            .filter_map(|mut c| {
-                let mine = c.seen_by.iter().find(|s| s.instance == instance)?.clone();
-                c.count = mine.count;
-                c.last_seen = mine.last_seen;
-                Some(c)
-            })
-            .collect();
+        // each client with this instance's share of it, and only the clients it saw
+        view.clients.retain_mut(|c| {
+            let Some(mine) = c.seen_by.iter().find(|s| s.instance == instance) else {
+                return false;
+            };
+            (c.count, c.last_seen) = (mine.count, mine.last_seen);
+            true
+        });
     }
     export::sort(&mut view.clients, q.sort.as_deref(), q.order.as_deref()).map_err(ApiError::BadRequest)?;
     match q.format.as_deref() {

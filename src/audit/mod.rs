@@ -17,7 +17,9 @@ pub use certs::{expires_soon, ExpiringCertificates, SeenCertificate, WATCH_DAYS}
 pub use counters::{HandshakeCounters, HandshakeTotals, RouteCounters, ShadowDiff, Totals};
 pub use renewals::{renewal_due, Renewal, RenewalStore};
 pub use series::{Bucket, RouteSeries, SeriesByRoute, WindowTotals, MINUTES};
-pub use store::{CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView, SeenBy};
+pub use store::{
+    CertificateSummary, ClientRecord, RejectionEvent, RejectionStore, RouteRejectionsView, SeenBy, RECENT_SOURCES,
+};
 use tokio::sync::mpsc;
 
 /// Events queued for the aggregator; beyond this, events are dropped and counted.

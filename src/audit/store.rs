@@ -11,7 +11,7 @@ use crate::policy::{Mode, Reason, Verdict};
 use crate::tls::PeerCertificate;
 
 /// How many distinct source addresses a record remembers.
-const RECENT_SOURCES: usize = 5;
+pub const RECENT_SOURCES: usize = 5;
 
 /// One request that was not a clean pass, as the request path hands it over.
 pub struct RejectionEvent {
@@ -48,6 +48,17 @@ pub struct ClientRecord {
     /// In a fleet: which instances saw this client, and how often each (`count` is the sum).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seen_by: Vec<SeenBy>,
+}
+
+impl ClientRecord {
+    /// The issuer of the client's certificate, empty without one.
+    pub fn issuer(&self) -> String {
+        self.certificate.as_ref().map(|c| c.issuer.clone()).unwrap_or_default()
+    }
+
+    pub fn key(&self) -> RecordKey {
+        (self.client.clone(), self.issuer(), self.reason)
+    }
 }
 
 /// One instance's share of a client record in a fleet.
@@ -185,12 +196,7 @@ impl RejectionStore {
 
     /// Puts back a record read from the durable store (at startup).
     pub fn restore(&mut self, route: &str, record: ClientRecord) {
-        let issuer = record
-            .certificate
-            .as_ref()
-            .map(|c| c.issuer.clone())
-            .unwrap_or_default();
-        let key = (record.client.clone(), issuer, record.reason);
+        let key = record.key();
         let route = self.routes.entry(route.into()).or_default();
         if route.records.len() < self.cap_per_route {
             route.records.insert(key, record);

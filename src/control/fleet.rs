@@ -174,9 +174,7 @@ impl Fleet {
         let out = f(&mut state);
         if let Some(path) = &self.state_path {
             if let Ok(text) = serde_json::to_vec_pretty(&*state) {
-                let tmp = path.with_extension("json.tmp");
-                let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
-                if let Err(e) = written {
+                if let Err(e) = super::state::write_atomic(path, &text) {
                     tracing::warn!(error = %e, "cannot save the fleet state; pending changes are kept in memory");
                 }
             }
@@ -212,14 +210,7 @@ fn merge(into: &mut InstanceBatch, newer: InstanceBatch) {
             .collect();
         *rows = by_key.drain().map(|(_, row)| row).collect();
     }
-    fold(&mut into.records, newer.records, |(route, c)| {
-        (
-            route.clone(),
-            c.client.clone(),
-            crate::store::certificate_issuer(&c.certificate),
-            c.reason,
-        )
-    });
+    fold(&mut into.records, newer.records, |(route, c)| (route.clone(), c.key()));
     fold(&mut into.minutes, newer.minutes, |(route, b)| (route.clone(), b.minute));
     fold(&mut into.certificates, newer.certificates, |c| c.sha256.clone());
     into.route_totals = newer.route_totals;
@@ -237,11 +228,12 @@ pub fn spawn(
     // overrides: push what waits, then follow the log
     let f = fleet.clone();
     let c = control.clone();
+    let s = snapshot.clone();
     tokio::spawn(async move {
         let mut synced_once = false;
         loop {
             if matches!(f.store.health(), StoreHealth::Reachable) {
-                match sync_overrides(&f, &c, !synced_once).await {
+                match sync_overrides(&f, &c, &s, !synced_once).await {
                     Ok(()) => synced_once = true,
                     Err(e) => tracing::debug!(error = %e, "fleet override sync failed; retrying"),
                 }
@@ -266,7 +258,9 @@ pub fn spawn(
                     if reachable {
                         // back (or first time): everything this instance knows, in case
                         // the store missed some of it
-                        if !was_reachable || recorder.take_fleet_resync() || take_full_resync(&fleet) {
+                        // both flags are taken now: one full publish answers every reason for it
+                        let asked = recorder.take_fleet_resync() | take_full_resync(&fleet);
+                        if !was_reachable || asked {
                             fleet.spool(recorder.full_batch());
                         }
                         let batch = std::mem::take(&mut fleet.spool.lock().unwrap_or_else(|e| e.into_inner()).batch);
@@ -324,25 +318,29 @@ fn me(fleet: &Fleet, control: &ControlHandle, started_at: i64) -> InstanceInfo {
 /// Pushes changes waiting here, then applies the log past the last version applied. The
 /// first time after (re)connecting, the store's current overrides replace what this
 /// instance holds (after its own waiting changes are in): the store is the truth.
-async fn sync_overrides(fleet: &Fleet, control: &ControlHandle, full: bool) -> Result<(), StoreError> {
+async fn sync_overrides(
+    fleet: &Fleet,
+    control: &ControlHandle,
+    snapshot: &SharedSnapshot,
+    full: bool,
+) -> Result<(), StoreError> {
     let pending = fleet.state.lock().unwrap_or_else(|e| e.into_inner()).pending.clone();
-    if !pending.is_empty() {
-        for change in &pending {
-            let version = fleet.store.append_override(change).await?;
-            tracing::info!(route.name = %change.route, version, "a change made while the fleet store was unreachable is in the fleet log now");
-            fleet.with_state(|s| {
-                s.pending.retain(|p| p != change);
-            });
-        }
+    for change in &pending {
+        let version = fleet.store.append_override(change).await?;
+        tracing::info!(route.name = %change.route, version, "a change made while the fleet store was unreachable is in the fleet log now");
+        fleet.with_state(|s| {
+            s.pending.retain(|p| p != change);
+        });
     }
     let never_synced = !fleet.state.lock().unwrap_or_else(|e| e.into_inner()).joined;
     if never_synced {
         // this instance's overrides from before it joined the fleet go to the log first
-        for (route, value) in control.snapshot_overrides() {
+        let overrides = snapshot.load().overrides.clone();
+        for (route, value) in overrides.iter() {
             let change = OverrideChange {
                 version: 0,
-                route,
-                value: Some(value),
+                route: route.clone(),
+                value: Some(value.clone()),
                 instance: fleet.instance.clone(),
                 at: unix_now(),
             };
@@ -375,7 +373,11 @@ async fn sync_overrides(fleet: &Fleet, control: &ControlHandle, full: bool) -> R
 /// Reads every instance's audit data back and shows it in place of this instance's.
 async fn refresh_view(fleet: &Fleet, recorder: &Recorder, snapshot: &SharedSnapshot) {
     let now = unix_now();
-    match fleet.store.picture(now - RETENTION).await {
+    match fleet
+        .store
+        .picture(now - RETENTION, now - crate::audit::MINUTES * 60)
+        .await
+    {
         Ok(picture) => {
             let current = snapshot.load();
             let mut view = AuditState::default();

@@ -166,34 +166,33 @@ enum Command {
 pub struct ControlHandle {
     tx: mpsc::Sender<Command>,
     status: Arc<ArcSwap<ConfigStatus>>,
-    snapshot: SharedSnapshot,
     /// In a fleet: where changes made here are delivered.
     fleet: Arc<std::sync::OnceLock<Arc<fleet::Fleet>>>,
 }
 
 impl ControlHandle {
-    pub async fn reload(&self, source: ReloadSource) -> Result<ReloadOutcome, ControlError> {
+    /// Sends one command and waits for its answer.
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ControlError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Reload { source, reply })
-            .await
-            .map_err(|_| ControlError::Stopped)?;
+        self.tx.send(command(reply)).await.map_err(|_| ControlError::Stopped)?;
         rx.await.map_err(|_| ControlError::Stopped)
+    }
+
+    pub async fn reload(&self, source: ReloadSource) -> Result<ReloadOutcome, ControlError> {
+        self.call(|reply| Command::Reload { source, reply }).await
     }
 
     /// Changes a route's mode on this instance at once; in a fleet, then hands the change
     /// to the fleet's log (waiting a moment for it; the answer says where it went).
     pub async fn change_mode(&self, route: &str, request: OverrideRequest) -> Result<OverrideOutcome, ControlError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Override {
-                route: route.to_string(),
+        let route_name = route.to_string();
+        let mut outcome = self
+            .call(|reply| Command::Override {
+                route: route_name,
                 request,
                 reply,
             })
-            .await
-            .map_err(|_| ControlError::Stopped)?;
-        let mut outcome = rx.await.map_err(|_| ControlError::Stopped)??;
+            .await??;
         if let Some(fleet) = self.fleet.get() {
             outcome.fleet = Some(fleet.deliver(route, outcome.active.clone()).await);
         }
@@ -209,33 +208,15 @@ impl ControlHandle {
         self.fleet.get()
     }
 
-    /// The overrides in force now.
-    pub fn snapshot_overrides(&self) -> Overrides {
-        (*self.snapshot.load().overrides).clone()
-    }
-
     /// Sets a route's override as the fleet's log says, through the control plane.
     pub async fn apply_fleet_override(&self, route: &str, value: Option<Override>) -> Result<(), ControlError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::FleetOverride {
-                route: route.to_string(),
-                value,
-                reply,
-            })
-            .await
-            .map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)
+        let route = route.to_string();
+        self.call(|reply| Command::FleetOverride { route, value, reply }).await
     }
 
     /// Replaces every override with the fleet store's, through the control plane.
     pub async fn replace_overrides_from_fleet(&self, overrides: Overrides) -> Result<(), ControlError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::FleetReplace { overrides, reply })
-            .await
-            .map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)
+        self.call(|reply| Command::FleetReplace { overrides, reply }).await
     }
 
     pub fn status(&self) -> Arc<ConfigStatus> {
@@ -336,7 +317,6 @@ impl ControlPlane {
         let handle = ControlHandle {
             tx,
             status,
-            snapshot: shared.clone(),
             fleet: Arc::default(),
         };
         Ok((plane, handle, shared))

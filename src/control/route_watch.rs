@@ -67,20 +67,20 @@ pub fn spawn_route_watch(handle: ControlHandle, snapshot: SharedSnapshot) {
             let current = snapshot.load_full();
             announce_expired_exemptions(&current, now, &mut announced);
             // in a fleet, one instance decides for all, on the fleet's figures
-            let fleet = handle.fleet().map(|f| f.store().clone());
-            let fleet_totals = match &fleet {
+            let fleet = handle.fleet();
+            let fleet_totals = match fleet {
                 None => None,
-                Some(store) => match store.lead("auto-rollback").await {
-                    Ok(true) => store.route_totals().await.ok(),
+                Some(fleet) => match fleet.store().lead("auto-rollback").await {
+                    Ok(true) => match fleet.store().route_totals().await {
+                        Ok(totals) => Some(totals),
+                        Err(_) => continue,
+                    },
                     _ => {
                         samples.clear();
                         continue;
                     }
                 },
             };
-            if fleet.is_some() && fleet_totals.is_none() {
-                continue;
-            }
             let mut due = Vec::new();
             for (id, route) in current.config.routes.iter().enumerate() {
                 let Some(limits) = route.auto_rollback else { continue };
@@ -98,7 +98,7 @@ pub fn spawn_route_watch(handle: ControlHandle, snapshot: SharedSnapshot) {
                 let s = samples.entry(route.name.to_string()).or_default();
                 let (r, x) = s.over(now, (requests, rejected), limits.window_secs as i64);
                 if let Some(mut reason) = trips(&limits, r, x) {
-                    if let Some(fleet) = handle.fleet() {
+                    if let Some(fleet) = fleet {
                         reason = format!("{reason} across the fleet; decided by instance {}", fleet.instance());
                     }
                     due.push((route.name.to_string(), reason));

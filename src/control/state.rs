@@ -66,18 +66,23 @@ pub fn save(path: &Path, overrides: &Overrides) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(write_err)?;
     let text = serde_json::to_vec_pretty(&StateFile {
         version: VERSION,
         overrides: overrides.clone(),
     })
     .map_err(|e| write_err(std::io::Error::other(e)))?;
+    write_atomic(path, &text).map_err(write_err)
+}
+
+/// Writes a state file so that a crash leaves the old or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
-    file.write_all(&text).map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

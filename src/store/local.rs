@@ -55,7 +55,7 @@ impl Store for LocalStore {
         Ok(Vec::new())
     }
 
-    async fn picture(&self, _since: i64) -> Result<FleetPicture, StoreError> {
+    async fn picture(&self, _since: i64, _minutes_since: i64) -> Result<FleetPicture, StoreError> {
         Ok(FleetPicture::default())
     }
 

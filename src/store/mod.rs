@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use crate::audit::SeenBy;
-use crate::audit::{Bucket, CertificateSummary, ClientRecord, SeenCertificate};
+use crate::audit::{Bucket, ClientRecord, SeenCertificate};
 use crate::policy::Override;
 
 /// One change of one route's override, as the fleet's log keeps it. `value: None` clears.
@@ -128,8 +128,9 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_changes(&self, max: std::time::Duration);
     async fn heartbeat(&self, me: &InstanceInfo) -> Result<(), StoreError>;
     async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError>;
-    /// Audit data of every instance seen since `since`, aggregated.
-    async fn picture(&self, since: i64) -> Result<FleetPicture, StoreError>;
+    /// Audit data of every instance: clients seen since `since`, per-minute counts since
+    /// `minutes_since` (the series keeps a day), aggregated.
+    async fn picture(&self, since: i64, minutes_since: i64) -> Result<FleetPicture, StoreError>;
     /// Per route, fleet-wide counter totals.
     async fn route_totals(&self) -> Result<RouteTotals, StoreError>;
     /// Whether this instance leads `task` (one instance at a time fleet-wide).
@@ -139,11 +140,6 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type SharedStore = Arc<dyn Store>;
-
-/// A summary used by stores to describe a client's certificate in text.
-pub fn certificate_issuer(c: &Option<CertificateSummary>) -> String {
-    c.as_ref().map(|c| c.issuer.clone()).unwrap_or_default()
-}
 
 /// Where the shared state lives, as the command line gives it.
 #[derive(Clone, Debug, Default)]

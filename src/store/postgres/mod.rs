@@ -27,7 +27,7 @@ const MIGRATIONS: [(i32, &str); 1] = [(1, include_str!("migrations/0001_fleet.sq
 /// The advisory lock that serializes migrations across instances.
 const MIGRATION_LOCK: i64 = 0x7068_6173_6567_0001;
 /// The channel override changes are announced on.
-pub const CHANNEL: &str = "phasegate_overrides";
+const CHANNEL: &str = "phasegate_overrides";
 /// How long one call may take before the store counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the task waits before trying to reconnect.
@@ -257,9 +257,11 @@ impl Store for PgStore {
         timed(rows::instances(&client)).await?.map_err(|e| self.failed(e))
     }
 
-    async fn picture(&self, since: i64) -> Result<FleetPicture, StoreError> {
+    async fn picture(&self, since: i64, minutes_since: i64) -> Result<FleetPicture, StoreError> {
         let client = self.client()?;
-        timed(rows::picture(&client, since)).await?.map_err(|e| self.failed(e))
+        timed(rows::picture(&client, since, minutes_since))
+            .await?
+            .map_err(|e| self.failed(e))
     }
 
     async fn route_totals(&self) -> Result<RouteTotals, StoreError> {

@@ -21,7 +21,7 @@ pub async fn publish(client: &Client, me: &InstanceInfo, batch: &InstanceBatch) 
             let values = [
                 Some(route.to_string()),
                 Some(r.client.clone()),
-                Some(crate::store::certificate_issuer(&r.certificate)),
+                Some(r.issuer()),
                 Some(r.reason.as_str().to_string()),
                 r.detail.clone(),
                 Some(r.last_verdict.label().to_string()),
@@ -156,9 +156,9 @@ pub async fn append_override(client: &Client, change: &OverrideChange) -> Result
              cleared AS (
                  DELETE FROM overrides WHERE route = $1 AND $2::text IS NULL),
              announced AS (
-                 SELECT pg_notify('phasegate_overrides', version::text) FROM logged)
+                 SELECT pg_notify($5, version::text) FROM logged)
              SELECT version, (SELECT count(*) FROM announced) FROM logged",
-            &[&change.route, &value, &change.instance, &change.at],
+            &[&change.route, &value, &change.instance, &change.at, &super::CHANNEL],
         )
         .await?;
     Ok(row.get::<_, i64>(0) as u64)
@@ -255,7 +255,7 @@ pub async fn instances(client: &Client) -> Result<Vec<InstanceInfo>> {
 
 /// Every instance's records, summed per (route, client, issuer, reason); the newest
 /// instance's row gives the detail, verdict and certificate.
-pub async fn picture(client: &Client, since: i64) -> Result<FleetPicture> {
+pub async fn picture(client: &Client, since: i64, minutes_since: i64) -> Result<FleetPicture> {
     let mut picture = FleetPicture::default();
     let rows = client
         .query(
@@ -295,7 +295,7 @@ pub async fn picture(client: &Client, since: i64) -> Result<FleetPicture> {
                 .flatten()
                 .filter_map(|v| v.as_str()?.parse().ok())
             {
-                if !sources.contains(&ip) && sources.len() < 5 {
+                if !sources.contains(&ip) && sources.len() < crate::audit::RECENT_SOURCES {
                     sources.push(ip);
                 }
             }
@@ -331,7 +331,7 @@ pub async fn picture(client: &Client, since: i64) -> Result<FleetPicture> {
             },
         ));
     }
-    let minute_since = since - since.rem_euclid(60);
+    let minute_since = minutes_since - minutes_since.rem_euclid(60);
     let rows = client
         .query(
             "SELECT route, minute, sum(requests)::int8, sum(would_reject)::int8, sum(rejected)::int8,
