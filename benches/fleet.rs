@@ -118,13 +118,16 @@ async fn propagation(pg: &postgres::Postgres) -> Vec<Duration> {
     }
     // every instance connected
     for g in &gateways {
+        let mut complete = false;
         for _ in 0..200 {
             let v = admin_call(g.admin, http::Method::GET, "/api/fleet", None).await;
             if v["health"]["state"] == "reachable" && v["instances"].as_array().is_some_and(|i| i.len() == 3) {
+                complete = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert!(complete, "{}: the fleet of three never formed", g.admin);
     }
     let route = "payments-enforce";
     let mut times = Vec::new();
@@ -173,7 +176,9 @@ async fn throughput(pg: &postgres::Postgres, instances: usize, clients: usize, s
     let target = phasegate::store::postgres::PgTarget::parse(&pg.url, None).unwrap();
     let store = phasegate::store::postgres::PgStore::new(target);
     store.clone().start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !matches!(store.health(), phasegate::store::StoreHealth::Reachable) {
+        assert!(std::time::Instant::now() < deadline, "the store never became reachable");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let store: Arc<dyn Store> = store;

@@ -65,6 +65,15 @@ impl Fleet {
             .await
             .status
     }
+
+    /// A connection to the fleet's store, to check what the instances wrote to it.
+    async fn sql(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.pg.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
 }
 
 async fn get_json(g: &GatewayProcess, path: &str) -> (u16, serde_json::Value) {
@@ -177,10 +186,33 @@ async fn clients_seen_by_one_instance_are_on_every_instance_with_summed_counts()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_down_no_request_fails_a_rollback_still_works_and_nothing_is_lost() {
-    let f = Fleet::start(ROUTES).await;
+    let mut f = Fleet::start(ROUTES).await;
     assert_eq!(f.status(1, ClientKind::NoCert, "/payments").await, 403);
+    // requests in flight on b and c while the store goes away and comes back (a restarts)
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (addrs, opts, stop) = (
+            f.gateways[1..].iter().map(|g| g.addr).collect::<Vec<_>>(),
+            f.opts(ClientKind::Good),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for addr in &addrs {
+                    statuses.push(
+                        common::client::get_once(*addr, &opts, "api.test", "/payments")
+                            .await
+                            .status,
+                    );
+                }
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     f.pg.pause();
-    // traffic goes on while the store is gone: audit records pile up on b
+    // traffic goes on while the store is gone: audit records pile up on every instance
     for round in 0..6 {
         for i in 0..3 {
             assert_eq!(
@@ -217,6 +249,13 @@ async fn with_the_store_down_no_request_fails_a_rollback_still_works_and_nothing
         403,
         "not yet elsewhere"
     );
+    // the change waits in the state directory: a restart before the store is back keeps it
+    f.gateways[0].restart().await;
+    assert_eq!(
+        f.status(0, ClientKind::NoCert, "/payments").await,
+        200,
+        "kept over a restart"
+    );
     f.pg.resume();
     // the change reaches the fleet log once the store is back, and every instance
     for i in 0..3 {
@@ -234,6 +273,22 @@ async fn with_the_store_down_no_request_fails_a_rollback_still_works_and_nothing
             .is_some_and(|c| c["count"] == 18)
     })
     .await;
+    // it went to the fleet log from instance a, once
+    let logged: i64 = f
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM override_log WHERE route = 'payments' AND instance = 'a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = traffic.await.unwrap();
+    assert!(statuses.len() >= 30, "{} requests", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,24 +329,36 @@ async fn conflicting_changes_made_at_once_on_two_instances_end_in_one_state_ever
             ),
         );
         assert_eq!((x.0, y.0), (200, 200), "{x:?} {y:?}");
+        // both changes are in the log; the later one is the store's state ...
+        let sql = f.sql().await;
+        let logged: i64 = sql
+            .query_one("SELECT count(*) FROM override_log WHERE route = 'payments'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(logged, 2 * (round + 1), "round {round}");
+        let stored: String = sql
+            .query_one("SELECT value->>'mode' FROM overrides WHERE route = 'payments'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(stored == "off" || stored == "audit", "round {round}: {stored}");
+        // ... and every instance ends in it
         let started = Instant::now();
-        let modes = loop {
+        loop {
             let mut modes = Vec::new();
             for g in &f.gateways {
-                modes.push(
-                    get_json(g, "/api/routes/payments").await.1["mode"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                );
+                modes.push(get_json(g, "/api/routes/payments").await.1["mode"].clone());
             }
-            if modes.iter().all(|m| *m == modes[0]) {
-                break modes;
+            if modes.iter().all(|m| *m == stored.as_str()) {
+                break;
             }
-            assert!(started.elapsed() < Duration::from_secs(5), "{modes:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "round {round}: {modes:?}, store {stored}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert!(modes[0] == "off" || modes[0] == "audit", "round {round}: {modes:?}");
+        }
     }
 }
 
@@ -324,15 +391,18 @@ routes:
     let reason = route["override"]["reason"].as_str().unwrap_or("").to_string();
     assert_eq!(route["override"]["kind"], "auto_rollback", "{route}");
     assert!(reason.contains("across the fleet; decided by instance"), "{reason}");
-    // one decision, one entry in the fleet's log
-    let (client, connection) = tokio_postgres::connect(&f.pg.url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let logged: i64 = client
-        .query_one("SELECT count(*) FROM override_log WHERE route = 'payments'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(logged, 1);
+    // one decision, one entry in the fleet's log — and no second one a few ticks later
+    let sql = f.sql().await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let logged: i64 = sql
+            .query_one("SELECT count(*) FROM override_log WHERE route = 'payments'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(logged, 1, "after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

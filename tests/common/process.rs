@@ -173,6 +173,13 @@ impl GatewayProcess {
         assert!(ok.success());
     }
 
+    /// SIGTERM (the process saves what it recorded), then the same command again.
+    pub async fn restart(&mut self) {
+        self.signal("TERM");
+        self.wait();
+        self.spawn().await;
+    }
+
     /// SIGKILL, then the same command again (same ports, state directory and policies).
     pub async fn kill_and_restart(&mut self) {
         self.kill();
