@@ -1,10 +1,8 @@
 // phasegate admin page — rollback / mode actions and their confirmation dialog (overview and route page).
 
-import { ApiError, api, showMessage } from "./api.js";
-import { refreshNow } from "./app.js";
+import { api, errorText, showMessage } from "./api.js";
 import { describeChange, formatProblem } from "./config.js";
 import { $, MODES, STRICTNESS, h, num, routeApi } from "./dom.js";
-import { current } from "./router.js";
 
 // ---------------------------------------------------------------- actions (shared by overview and detail)
 
@@ -43,7 +41,7 @@ export function updateActions(container, route) {
 // Latest route objects, for dialog texts.
 export const knownRoutes = new Map();
 
-export const pending = { action: null, route: null, mode: null, opener: null };
+const pending = { action: null, route: null, mode: null, opener: null };
 
 export function openConfirm(action, routeName, opener) {
   const route = knownRoutes.get(routeName) || { name: routeName };
@@ -141,9 +139,13 @@ export function closeConfirm() {
   if (opener && opener.isConnected && !opener.hidden) opener.focus();
 }
 
+/** Runs the confirmed action; false when nothing was pending. The caller then refreshes. */
 export async function runConfirmed() {
   const { action, route, mode } = pending;
-  if (!action || !route) return closeConfirm();
+  if (!action || !route) {
+    closeConfirm();
+    return false;
+  }
   const reasonText = $("#confirm-reason").value.trim() || null;
   const confirmBtn = $('#confirm button[data-action="confirm"]');
   confirmBtn.disabled = true;
@@ -182,11 +184,12 @@ export async function runConfirmed() {
     }
   } catch (e) {
     closeConfirm();
-    showMessage("error", `${label} failed`, e instanceof ApiError ? e.display() : String(e));
+    showMessage("error", `${label} failed`, errorText(e));
   }
-  refreshNow();
+  return true;
 }
 
+/** Asks for a reload and reports the outcome; the caller then refreshes. */
 export async function reloadConfig(btn) {
   btn.disabled = true;
   try {
@@ -206,9 +209,8 @@ export async function reloadConfig(btn) {
       showMessage("ok", "Reload requested");
     }
   } catch (e) {
-    showMessage("error", "Reload failed", e instanceof ApiError ? e.display() : String(e));
+    showMessage("error", "Reload failed", errorText(e));
   } finally {
     btn.disabled = false;
   }
-  refreshNow();
 }

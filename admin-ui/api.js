@@ -20,6 +20,11 @@ export class ApiError extends Error {
   }
 }
 
+/** What to show the operator for a failed call. */
+export function errorText(e) {
+  return e instanceof ApiError ? e.display() : String(e);
+}
+
 export async function api(path, opts = {}) {
   const headers = { Accept: "application/json" };
   if (opts.auth) {
@@ -65,7 +70,7 @@ export async function api(path, opts = {}) {
 
 // ---------------------------------------------------------------- token
 
-export function getToken() {
+function getToken() {
   try {
     return sessionStorage.getItem(TOKEN_KEY) || "";
   } catch (_) {
@@ -127,7 +132,7 @@ export function clearMessage() {
   $("#dismiss-message").hidden = true;
 }
 
-export let lastSuccess = null;
+let lastSuccess = null;
 
 export function markUpdated() {
   lastSuccess = new Date();

@@ -13,11 +13,11 @@ import { current, navigate, viewError } from "./router.js";
 
 // ---------------------------------------------------------------- polling
 
-export let timer = null;
-export let inFlight = false;
-export let again = false;
+let timer = null;
+let inFlight = false;
+let again = false;
 
-export function refreshNow() {
+function refreshNow() {
   if (inFlight) {
     again = true;
     return;
@@ -27,41 +27,41 @@ export function refreshNow() {
   refresh();
 }
 
-export function schedule() {
+function schedule() {
   clearTimeout(timer);
   timer = null;
   if (!document.hidden) timer = setTimeout(refreshNow, POLL_MS);
 }
 
-export async function refresh() {
+/** A GET's JSON body. */
+const data = (path) => api(path).then((r) => r.data);
+/** A GET whose failure leaves its part of the page empty (null), unless the API is unreachable. */
+const optional = (path) => data(path).catch((e) => (e.unreachable ? Promise.reject(e) : null));
+
+async function refresh() {
   inFlight = true;
   const view = current;
   const stillCurrent = () => view === current;
   try {
-    const cfgP = api("/api/config").then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null));
+    const cfgP = optional("/api/config");
     if (view.name === "overview") {
-      const [routes, stats, cfg] = await Promise.all([
-        api("/api/routes").then((r) => r.data),
-        api("/api/stats").then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null)),
-        cfgP,
-      ]);
+      const [routes, stats, cfg] = await Promise.all([data("/api/routes"), optional("/api/stats"), cfgP]);
       if (stillCurrent()) {
         renderOverview(view, routes, stats);
-        renderConfigAlert(cfg);
+        renderConfigAlert(cfg, view);
         viewError(view.tbody.closest("section"), null);
       }
     } else if (view.name === "route") {
       const base = routeApi(view.route);
-      const optional = (p) => p.then((r) => r.data).catch((e) => (e.unreachable ? Promise.reject(e) : null));
       const [route, rej, r1h, r7d, cfg, owners, shadow, exempt] = await Promise.all([
-        api(base).then((r) => r.data),
-        api(rejectionsQuery(view, null, false)).then((r) => r.data),
-        optional(api(`${base}/readiness?window=1h`)),
-        optional(api(`${base}/readiness?window=7d`)),
+        data(base),
+        data(rejectionsQuery(view, null, false)),
+        optional(`${base}/readiness?window=1h`),
+        optional(`${base}/readiness?window=7d`),
         cfgP,
-        optional(api(`${base}/owners`)),
-        optional(api(`${base}/shadow?window=24h`)),
-        optional(api(`${base}/rejections?verdict=exempt`)),
+        optional(`${base}/owners`),
+        optional(`${base}/shadow?window=24h`),
+        optional(`${base}/rejections?verdict=exempt`),
       ]);
       if (stillCurrent()) {
         view.section.classList.remove("missing");
@@ -71,22 +71,22 @@ export async function refresh() {
         renderOwners(view, owners);
         renderRenewals(view, owners);
         renderShadow(view, shadow);
-        renderConfigAlert(cfg);
+        renderConfigAlert(cfg, view);
         viewError(view.section, null);
       }
     } else if (view.name === "config") {
-      const [cfg, hist, fleet] = await Promise.all([cfgP, api("/api/config/history").then((r) => r.data), api("/api/fleet").then((r) => r.data)]);
+      const [cfg, hist, fleet] = await Promise.all([cfgP, data("/api/config/history"), data("/api/fleet")]);
       if (stillCurrent()) {
         renderConfig(view, cfg, hist);
         renderFleet(view, fleet, cfg);
-        renderConfigAlert(cfg);
+        renderConfigAlert(cfg, view);
         viewError(view.section, null);
       }
     } else if (view.name === "certificates") {
-      const [certs, cfg] = await Promise.all([api("/api/certificates").then((r) => r.data), cfgP]);
+      const [certs, cfg] = await Promise.all([data("/api/certificates"), cfgP]);
       if (stillCurrent()) {
         renderCertificates(view, certs);
-        renderConfigAlert(cfg);
+        renderConfigAlert(cfg, view);
         viewError(view.section, null);
       }
     }
@@ -121,9 +121,10 @@ export async function refresh() {
 
 // ---------------------------------------------------------------- events
 
-export function onClick(ev) {
+function onClick(ev) {
   const t = ev.target instanceof Element ? ev.target : null;
   if (!t) return;
+  if (t.id === "reload") return void reloadConfig(t).then(refreshNow);
   const sortBtn = t.closest("button[data-sort]");
   if (sortBtn && current.name === "route" && current.section) {
     const key = sortBtn.dataset.sort;
@@ -138,7 +139,7 @@ export function onClick(ev) {
   const btn = t.closest("button[data-action]");
   if (!btn || btn.disabled) return;
   const action = btn.dataset.action;
-  if (action === "confirm") return void runConfirmed();
+  if (action === "confirm") return void runConfirmed().then((ran) => ran && refreshNow());
   if (action === "cancel") return void closeConfirm();
   if (action === "dismiss-message") return void clearMessage();
   if (action === "rollback" || action === "set-mode" || action === "clear-override") {
@@ -148,25 +149,24 @@ export function onClick(ev) {
   }
 }
 
-export function onChange(ev) {
+/** The route page's filter selects and the view field each sets. */
+const FILTER_FIELDS = new Map([["reason-filter", "reason"], ["instance-filter", "instance"]]);
+
+function onChange(ev) {
   const t = ev.target;
   if (!(t instanceof Element)) return;
+  const field = FILTER_FIELDS.get(t.id);
   if (t.matches('select[data-field="target-mode"]')) {
     t.dataset.touched = "1";
-  } else if (t.id === "instance-filter" && current.name === "route") {
-    current.instance = t.value;
-    updateExportLinks(current);
-    renderKeys.delete($("#rejections tbody", current.section));
-    refreshNow();
-  } else if (t.id === "reason-filter" && current.name === "route") {
-    current.reason = t.value;
+  } else if (field && current.name === "route") {
+    current[field] = t.value;
     updateExportLinks(current);
     renderKeys.delete($("#rejections tbody", current.section));
     refreshNow();
   }
 }
 
-export function init() {
+function init() {
   document.addEventListener("click", onClick);
   document.addEventListener("change", onChange);
   $("#save-token").addEventListener("click", saveToken);
@@ -180,21 +180,19 @@ export function init() {
   $("#confirm-reason").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter") {
       ev.preventDefault();
-      runConfirmed();
+      runConfirmed().then((ran) => ran && refreshNow());
     }
   });
   const dlg = $("#confirm");
   // Escape: close through our own path so state is reset.
+  // Click on the backdrop does nothing: an explicit Cancel is required.
   dlg.addEventListener("cancel", (ev) => {
     ev.preventDefault();
     closeConfirm();
   });
-  // Click on the backdrop does nothing: an explicit Cancel is required.
-  document.addEventListener("click", (ev) => {
-    const t = ev.target instanceof Element ? ev.target : null;
-    if (t && t.id === "reload") reloadConfig(t);
+  window.addEventListener("hashchange", () => {
+    if (navigate(false)) refreshNow();
   });
-  window.addEventListener("hashchange", () => navigate(false));
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) {
       clearTimeout(timer);
@@ -205,6 +203,7 @@ export function init() {
   });
   showTokenState();
   navigate(true);
+  refreshNow();
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

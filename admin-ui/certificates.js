@@ -1,6 +1,6 @@
 // phasegate admin page — the certificates page: client and gateway certificates, trust bundles.
 
-import { $, ago, h, num, renderIfChanged, timeEl } from "./dom.js";
+import { $, ago, dataTable, h, num, renderIfChanged, timeEl } from "./dom.js";
 
 // ---- certificates
 
@@ -11,32 +11,26 @@ export function buildCertificates(view) {
     h("section", { "aria-labelledby": "client-certs-h" },
       h("h2", { id: "client-certs-h", text: "Client certificates expiring soon" }),
       h("div", { class: "table-wrap" },
-        h("table", { id: "client-certs", class: "data stack" },
-          h("caption", { id: "client-certs-caption", text: "Client certificates seen by the gateway that expire soon or already did, soonest first" }),
-          h("thead", null, h("tr", null,
-            ["Client", "Issuer", "Not after", "Days left", "Status", "Last seen"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody")))),
+        dataTable({ id: "client-certs", class: "data stack" },
+          { id: "client-certs-caption", text: "Client certificates seen by the gateway that expire soon or already did, soonest first" },
+          ["Client", "Issuer", "Not after", "Days left", "Status", "Last seen"]))),
     h("section", { "aria-labelledby": "gw-certs-h" },
       h("h2", { id: "gw-certs-h", text: "Gateway certificates" }),
       h("div", { class: "table-wrap" },
-        h("table", { id: "gateway-certs", class: "data stack" },
-          h("caption", { text: "The gateway's own certificates and trust anchors, soonest expiry first" }),
-          h("thead", null, h("tr", null,
-            ["Kind", "Owner", "Certificate", "Not after", "Days left", "Source"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody")))),
+        dataTable({ id: "gateway-certs", class: "data stack" },
+          "The gateway's own certificates and trust anchors, soonest expiry first",
+          ["Kind", "Owner", "Certificate", "Not after", "Days left", "Source"]))),
     h("section", { "aria-labelledby": "bundles-h" },
       h("h2", { id: "bundles-h", text: "Trust bundles" }),
       h("div", { class: "table-wrap" },
-        h("table", { id: "trust-bundles", class: "data stack" },
-          h("caption", { text: "How each trust bundle verifies client chains: the strict X.509 profile, and the checks a bundle relaxes for a legacy PKI" }),
-          h("thead", null, h("tr", null,
-            ["Bundle", "Profile", "Anchors", "Intermediates", "Max intermediates", "Revocation"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody")))));
+        dataTable({ id: "trust-bundles", class: "data stack" },
+          "How each trust bundle verifies client chains: the strict X.509 profile, and the checks a bundle relaxes for a legacy PKI",
+          ["Bundle", "Profile", "Anchors", "Intermediates", "Max intermediates", "Revocation"]))));
   view.section = section;
   return section;
 }
 
-export function expiryClass(c, watchDays) {
+function expiryClass(c, watchDays) {
   if (c.expired) return "expired";
   if (typeof c.days_left === "number" && c.days_left <= watchDays) return "expiring";
   return "";

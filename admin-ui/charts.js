@@ -107,7 +107,7 @@ export function chartLegend() {
 
 // ---------------------------------------------------------------- readiness
 
-export function readinessState(route, readiness) {
+function readinessState(route, readiness) {
   const rd = readiness || {};
   if (route && route.mode === "off") return "not-evaluated";
   if (num(rd.requests) === 0) return "no-data";
@@ -115,14 +115,14 @@ export function readinessState(route, readiness) {
   return "not-ready";
 }
 
-export const readinessLabel = {
+const readinessLabel = {
   ready: "Ready",
   "no-data": "No traffic",
   "not-ready": "Not ready",
   "not-evaluated": "Not evaluated",
 };
 
-export function readinessContent(route, readiness) {
+function readinessContent(route, readiness) {
   const state = readinessState(route, readiness);
   const summary = (readiness && readiness.summary) || "no readiness data";
   const kids = [h("span", { class: `cue cue-${state}`, text: readinessLabel[state] }), " ", h("span", { class: "readiness-summary", text: summary })];

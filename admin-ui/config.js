@@ -1,14 +1,13 @@
 // phasegate admin page — the configuration page, the fleet, and the banner every view shows for config and store trouble.
 
-import { api } from "./api.js";
-import { $, STRICTNESS, ago, fmtNum, h, modeBadge, num, renderIfChanged, shortHash, timeEl } from "./dom.js";
-import { current } from "./router.js";
+import { $, STRICTNESS, ago, dash, dataTable, fmtNum, h, modeBadge, num, renderIfChanged, shortHash, timeEl } from "./dom.js";
 
 // ---------------------------------------------------------------- config banner (all views)
 
-export function renderConfigAlert(cfg) {
+/** The banner above every view; `view` is the view shown (the config page shows all this itself). */
+export function renderConfigAlert(cfg, view) {
   const el = $("#config-alert");
-  const onConfig = current.name === "config";
+  const onConfig = view.name === "config";
   const err = cfg && cfg.last_error;
   const stateErr = cfg && cfg.state_error;
   const storeHealth = cfg && cfg.store && cfg.store.health;
@@ -61,11 +60,9 @@ export function buildConfig(view) {
       h("h2", { id: "fleet-h", text: "Fleet" }),
       h("p", { id: "fleet-summary" }),
       h("div", { class: "table-wrap" },
-        h("table", { id: "fleet-instances", class: "data stack" },
-          h("caption", { text: "Every gateway instance sharing the store, the policy each runs, and when each was last heard from" }),
-          h("thead", null, h("tr", null,
-            ["Instance", "Policy", "Generation", "Version", "Last heard"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody")))),
+        dataTable({ id: "fleet-instances", class: "data stack" },
+          "Every gateway instance sharing the store, the policy each runs, and when each was last heard from",
+          ["Instance", "Policy", "Generation", "Version", "Last heard"]))),
     h("section", { "aria-labelledby": "history-h" },
       h("h2", { id: "history-h", text: "History (newest first)" }),
       h("ol", { id: "history", class: "history" })));
@@ -121,7 +118,7 @@ export function describeChange(c) {
   }
 }
 
-export const sourceText = { startup: "startup", file_change: "file change", sighup: "SIGHUP", api: "API (Reload now)" };
+const sourceText = { startup: "startup", file_change: "file change", sighup: "SIGHUP", api: "API (Reload now)" };
 
 export function renderConfig(view, cfg, hist) {
   const s = view.section;
@@ -133,7 +130,7 @@ export function renderConfig(view, cfg, hist) {
   const la = c.last_attempt;
   renderIfChanged($("#config-last-attempt", s), [la, Math.floor(Date.now() / 10000)], () => la
     ? [timeEl(la.at), ` via ${sourceText[la.source] || la.source}`]
-    : h("span", { class: "muted", text: "—" }));
+    : dash());
   const files = Array.isArray(c.files) ? c.files : [];
   renderIfChanged($("#config-files", s), files, () => files.length
     ? files.map((f) => h("li", null, h("code", { text: f })))

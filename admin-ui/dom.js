@@ -4,8 +4,8 @@ export const POLL_MS = 2000;
 export const TOKEN_KEY = "phasegate-admin-token";
 export const MODES = ["off", "audit", "soft-fail", "enforce"];
 export const STRICTNESS = { off: 0, audit: 1, "soft-fail": 2, enforce: 3 };
-export const SVG_NS = "http://www.w3.org/2000/svg";
-export const SORTS = [
+const SVG_NS = "http://www.w3.org/2000/svg";
+const SORTS = [
   // [sort key, default order]
   ["client", "asc"], ["reason", "asc"], ["count", "desc"],
   ["first_seen", "desc"], ["last_seen", "desc"], ["not_after", "asc"],
@@ -29,7 +29,7 @@ export function svg(tag, attrs, ...kids) {
   return el;
 }
 
-export function setAttrs(el, attrs) {
+function setAttrs(el, attrs) {
   if (!attrs) return;
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
@@ -40,7 +40,7 @@ export function setAttrs(el, attrs) {
   }
 }
 
-export function appendKids(el, kids) {
+function appendKids(el, kids) {
   for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
@@ -49,16 +49,18 @@ export function appendKids(el, kids) {
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
-export const enc = encodeURIComponent;
+const enc = encodeURIComponent;
 export const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
 export const fmtNum = (v) => num(v).toLocaleString("en-US");
-export const pad = (n) => String(n).padStart(2, "0");
+const pad = (n) => String(n).padStart(2, "0");
+/** The muted dash shown where a value is missing. */
+export const dash = () => h("span", { class: "muted", text: "—" });
 
 export function validUnix(t) {
   return typeof t === "number" && Number.isFinite(t) && Math.abs(t) < 1e11;
 }
 
-export function isoUtc(t) {
+function isoUtc(t) {
   return new Date(t * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
@@ -87,7 +89,7 @@ export function ago(t) {
 
 /** <time> with local human time, UTC ISO in datetime and title; optional relative suffix. */
 export function timeEl(t, opts = {}) {
-  if (!validUnix(t)) return h("span", { class: "muted", text: "—" });
+  if (!validUnix(t)) return dash();
   const iso = isoUtc(t);
   const el = h("time", { datetime: iso, title: `${iso} (UTC)` }, fmtLocal(t));
   if (opts.rel === false) return el;
@@ -105,6 +107,18 @@ export function modeBadge(mode, extraClass) {
     "data-mode": mode ?? "",
     text: mode ?? "unknown",
   });
+}
+
+export function reasonBadge(reason) {
+  return h("span", { class: `badge reason reason-${reason}`, text: reason ?? "?" });
+}
+
+/** <table> with a caption (text, or its attrs), one header row of column names, and a body of `rows`. */
+export function dataTable(attrs, caption, cols, ...rows) {
+  return h("table", attrs,
+    h("caption", typeof caption === "string" ? { text: caption } : caption),
+    h("thead", null, h("tr", null, cols.map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", null, rows));
 }
 
 export const overrideKindText = {

@@ -42,7 +42,7 @@ export function buildOverview(view) {
     h("div", { class: "legend-row" }, h("span", { class: "muted", text: "Chart: " }), chartLegend()));
 }
 
-export const CELL_LABELS = {
+const CELL_LABELS = {
   name: "Route", match: "Match", "yaml-mode": "YAML mode", mode: "Effective mode", override: "Override",
   "requests-1h": "Requests 1 h", "would-reject-1h": "Would reject 1 h", "requests-24h": "Requests 24 h",
   "would-reject-24h": "Would reject 24 h", clients: "Clients 24 h", readiness: "Readiness", chart: "Last 60 min", actions: "Actions",
@@ -125,7 +125,7 @@ export function renderOverview(view, routes, stats) {
   }
 }
 
-export function fillRouteRow(tr, r) {
+function fillRouteRow(tr, r) {
   const cell = (f) => $(`[data-field="${f}"]`, tr);
   tr.dataset.mode = r.mode ?? "";
   tr.classList.toggle("has-override", !!r.override);

@@ -3,7 +3,7 @@
 import { buildActions, knownRoutes, updateActions } from "./actions.js";
 import { daysLeftText } from "./certificates.js";
 import { buildChart, chartLegend, setReadinessCell } from "./charts.js";
-import { $, $$, ago, fmtLocal, fmtNum, h, modeBadge, num, renderIfChanged, routeApi, timeEl, validUnix } from "./dom.js";
+import { $, $$, ago, dash, dataTable, fmtLocal, fmtNum, h, modeBadge, num, reasonBadge, renderIfChanged, routeApi, timeEl, validUnix } from "./dom.js";
 import { matchText, numCell, overrideContent, pct } from "./overview.js";
 
 // ---- route detail
@@ -92,11 +92,9 @@ export function buildRouteDetail(view) {
       h("h2", { id: "exempt-h", text: "Exempt clients" }),
       h("p", { class: "muted small", text: "Enforce would reject these for the reason shown, but an exemption (see Staging) lets them through: they do not count as would-be-rejected, and nobody needs telling until it ends." }),
       h("div", { class: "table-wrap" },
-        h("table", { id: "exempt-clients", class: "data compact" },
-          h("caption", { text: "Clients passed by an exemption, most requests first" }),
-          h("thead", null, h("tr", null,
-            ["Client", "Would be rejected for", "Requests", "First seen", "Last seen", "Sources"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody")))),
+        dataTable({ id: "exempt-clients", class: "data compact" },
+          "Clients passed by an exemption, most requests first",
+          ["Client", "Would be rejected for", "Requests", "First seen", "Last seen", "Sources"]))),
     h("section", { class: "owners-section", "aria-labelledby": "owners-h" },
       h("h2", { id: "owners-h", text: "By owner" }),
       h("p", { class: "muted small", text: "Whom to tell before enforcing: the clients above grouped by the owners: section of the policy (phasegate notify-list prints the same)." }),
@@ -105,17 +103,14 @@ export function buildRouteDetail(view) {
       h("h2", { id: "renewals-h", text: "Certificates to renew" }),
       h("p", { class: "muted small", text: "Client certificates that verified on this route and expire soon, with whom to tell: once expired, a browser no longer offers them and their holder becomes an anonymous no_cert visit (phasegate notify-list prints the same)." }),
       h("div", { class: "table-wrap" },
-        h("table", { id: "renewals", class: "data stack" },
-          h("caption", { id: "renewals-caption", text: "Certificates to renew, soonest expiry first" }),
-          h("thead", null, h("tr", null,
-            ["Client", "Owner", "Expires", "Days left", "Last seen"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody")))),
+        dataTable({ id: "renewals", class: "data stack" },
+          { id: "renewals-caption", text: "Certificates to renew, soonest expiry first" },
+          ["Client", "Owner", "Expires", "Days left", "Last seen"]))),
     h("section", { id: "shadow-section", class: "shadow-section", "aria-labelledby": "shadow-h", hidden: true },
       h("h2", { id: "shadow-h", text: "Shadow policy" }),
       h("p", { id: "shadow-summary" }),
       h("div", { id: "shadow-tables" })));
   view.section = section;
-  view.actionsBuilt = false;
   updateExportLinks(view);
   updateSortHeaders(view);
   return section;
@@ -176,10 +171,7 @@ export function renderRouteDetail(view, route, rej, r1h, r7d) {
   setReadinessCell(cell("readiness-1h"), route, r1h);
   setReadinessCell(cell("readiness-7d"), route, r7d);
   const actions = cell("actions");
-  if (!view.actionsBuilt) {
-    actions.replaceChildren(buildActions(route));
-    view.actionsBuilt = true;
-  }
+  if (!actions.hasChildNodes()) actions.replaceChildren(buildActions(route));
   updateActions(actions, route);
   renderIfChanged(cell("staging"), [route.enforce_percent, route.exemptions, route.auto_rollback], () => stagingContent(route));
 
@@ -187,9 +179,8 @@ export function renderRouteDetail(view, route, rej, r1h, r7d) {
   // the 1 h and 24 h windows survive restarts (durable history); these counts do not
   const started = view.startedAt;
   const totalLabel = $('tr[data-window="total"] [data-field="window-label"]', s);
-  renderIfChanged(totalLabel, started ?? null, () => validUnix(started)
-    ? ["This process ", h("span", { class: "muted small block", text: `since it started, ${fmtLocal(started)}` })]
-    : ["This process ", h("span", { class: "muted small block", text: "since it started" })]);
+  renderIfChanged(totalLabel, started ?? null, () => ["This process ",
+    h("span", { class: "muted small block", text: validUnix(started) ? `since it started, ${fmtLocal(started)}` : "since it started" })]);
   for (const [w, v] of Object.entries(windows)) {
     const tr = $(`tr[data-window="${w}"]`, s);
     numCell($('[data-field="requests"]', tr), v.requests);
@@ -220,7 +211,7 @@ export function renderOwners(view, owners) {
         g.contact ? h("span", { class: "muted", text: ` (${g.contact})` }) : null,
         h("ul", null, (g.clients || []).map((c) =>
           h("li", null, h("code", { text: c.client ?? "?" }), " ",
-            h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" }),
+            reasonBadge(c.reason),
             h("span", { class: "muted", text: ` ${fmtNum(c.count)} request(s)` })))))));
   });
 }
@@ -259,15 +250,13 @@ export function renderShadow(view, shadow) {
     ". ", h("strong", { text: shadow.summary ?? "" }), ` (24 h; newly passed: ${fmtNum(shadow.newly_passed)}).`,
   ]);
   const table = (id, caption, rows) => h("div", { class: "table-wrap" },
-    h("table", { id, class: "data compact" },
-      h("caption", { text: caption }),
-      h("thead", null, h("tr", null, ["Client", "Reason", "Count", "Last seen"].map((t) => h("th", { scope: "col", text: t })))),
-      h("tbody", null, rows.length ? rows.map((c) => h("tr", { "data-client": c.client ?? "" },
+    dataTable({ id, class: "data compact" }, caption, ["Client", "Reason", "Count", "Last seen"],
+      rows.length ? rows.map((c) => h("tr", { "data-client": c.client ?? "" },
         h("th", { scope: "row" }, h("code", { text: c.client ?? "?" })),
-        h("td", null, h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" })),
+        h("td", null, reasonBadge(c.reason)),
         h("td", { class: "num", text: fmtNum(c.count) }),
         h("td", null, timeEl(c.last_seen))))
-        : h("tr", { class: "empty" }, h("td", { colspan: 4, class: "muted", text: "none" })))));
+        : h("tr", { class: "empty" }, h("td", { colspan: 4, class: "muted", text: "none" }))));
   const rejected = Array.isArray(shadow.newly_rejected_clients) ? shadow.newly_rejected_clients : [];
   const passed = Array.isArray(shadow.newly_passed_clients) ? shadow.newly_passed_clients : [];
   renderIfChanged($("#shadow-tables", section), [rejected, passed], () => [
@@ -277,7 +266,7 @@ export function renderShadow(view, shadow) {
 }
 
 // enforce_percent, dated exemptions and automatic rollback of a route.
-export function stagingContent(route) {
+function stagingContent(route) {
   const items = [];
   if (route.enforce_percent !== null && route.enforce_percent !== undefined) {
     items.push(h("p", null, h("strong", { text: `${route.enforce_percent}%` }),
@@ -313,15 +302,15 @@ export function renderExempt(view, route, exempt) {
   renderIfChanged($("tbody", section), [clients, Math.floor(Date.now() / 10000)], () => clients.length ? clients.map((c) =>
     h("tr", { "data-client": c.client ?? "", "data-reason": c.reason ?? "" },
       h("th", { scope: "row", "data-field": "client" }, h("code", { class: "client-id", text: c.client ?? "?" })),
-      td("reason", h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" })),
+      td("reason", reasonBadge(c.reason)),
       h("td", { class: "num", "data-field": "count", text: fmtNum(c.count) }),
       td("first-seen", timeEl(c.first_seen)),
       td("last-seen", timeEl(c.last_seen)),
-      td("sources", Array.isArray(c.sources) && c.sources.length ? c.sources.join(", ") : h("span", { class: "muted", text: "—" }))))
+      td("sources", Array.isArray(c.sources) && c.sources.length ? c.sources.join(", ") : dash())))
     : h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted", text: "No exempt clients recorded" })));
 }
 
-export function renderRejections(view, rej) {
+function renderRejections(view, rej) {
   const s = view.section;
   const all = rej && Array.isArray(rej.clients) ? rej.clients : [];
   // Reason filter: every code present, plus the selected one.
@@ -340,7 +329,7 @@ export function renderRejections(view, rej) {
   // In a fleet every record says which instances saw it: offer them as a filter.
   const instances = Array.from(new Set(all.flatMap((c) => (Array.isArray(c.seen_by) ? c.seen_by : []).map((b) => b.instance)))).sort();
   const instSelect = $("#instance-filter", s);
-  for (const el of s.querySelectorAll(".fleet-only")) el.hidden = instances.length === 0 && !view.instance;
+  for (const el of $$(".fleet-only", s)) el.hidden = instances.length === 0 && !view.instance;
   if (document.activeElement !== instSelect) {
     renderIfChanged(instSelect, { instances }, () => [
       h("option", { value: "", text: "Every instance" }),
@@ -369,15 +358,15 @@ export function renderRejections(view, rej) {
         h("code", { class: "client-id", text: c.client ?? "?" }),
         cert && cert.subject ? h("span", { class: "muted small block", text: cert.subject }) : null,
         c.grpc_method ? h("span", { class: "muted small block", "data-field": "grpc-method", text: `gRPC ${c.grpc_method}` }) : null),
-      td("issuer", cert && cert.issuer ? cert.issuer : h("span", { class: "muted", text: "—" })),
-      td("reason", h("span", { class: `badge reason reason-${c.reason}`, text: c.reason ?? "?" }),
+      td("issuer", cert && cert.issuer ? cert.issuer : dash()),
+      td("reason", reasonBadge(c.reason),
         c.last_verdict ? h("span", { class: "muted small block", text: `last: ${c.last_verdict.replace(/_/g, " ")} in ${c.last_mode ?? "?"}` }) : null),
-      td("detail", c.detail ? c.detail : h("span", { class: "muted", text: "—" })),
+      td("detail", c.detail ? c.detail : dash()),
       td("count", fmtNum(c.count)),
       td("first-seen", timeEl(c.first_seen)),
       td("last-seen", timeEl(c.last_seen)),
       td("not-after", notAfter),
-      td("sources", sources.length ? sources.join(", ") : h("span", { class: "muted", text: "—" })));
+      td("sources", sources.length ? sources.join(", ") : dash()));
     $('[data-field="count"]', tr).classList.add("num");
     $('[data-field="count"]', tr).dataset.value = String(num(c.count));
     if (expired) {

@@ -1,7 +1,6 @@
 // phasegate admin page — which view is shown: the URL hash, building views, view errors.
 
-import { ApiError } from "./api.js";
-import { refreshNow } from "./app.js";
+import { errorText } from "./api.js";
 import { buildCertificates } from "./certificates.js";
 import { buildConfig } from "./config.js";
 import { $, $$ } from "./dom.js";
@@ -13,7 +12,7 @@ import { buildRouteDetail } from "./route.js";
 /** Current view: {name: overview|route|config|certificates, route?} plus its DOM refs. */
 export let current = { name: "overview", key: "overview" };
 
-export function parseHash() {
+function parseHash() {
   const raw = (location.hash || "").replace(/^#/, "");
   const parts = raw.split("/").filter(Boolean);
   if (parts[0] === "route" && parts.length >= 2) {
@@ -30,9 +29,10 @@ export function parseHash() {
   return { name: "overview", key: "overview" };
 }
 
+/** Shows the view the hash names; false when it already is shown. The caller then refreshes. */
 export function navigate(initial) {
   const next = parseHash();
-  if (!initial && next.key === current.key) return;
+  if (!initial && next.key === current.key) return false;
   current = next;
   const views = { overview: buildOverview, route: buildRouteDetail, config: buildConfig, certificates: buildCertificates };
   const main = $("#main");
@@ -47,7 +47,7 @@ export function navigate(initial) {
     const heading = $("h1", main);
     if (heading) heading.focus({ preventScroll: false });
   }
-  refreshNow();
+  return true;
 }
 
 export function viewError(container, e) {
@@ -59,5 +59,5 @@ export function viewError(container, e) {
     return;
   }
   el.hidden = false;
-  el.textContent = e instanceof ApiError ? e.display() : String(e);
+  el.textContent = errorText(e);
 }
