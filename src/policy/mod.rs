@@ -20,7 +20,8 @@ pub use reason::Reason;
 pub use refusal_page::{PageWords, RefusalPage};
 pub use routes::{normalize_host, normalize_path, BadPath, RouteId, RouteTable};
 pub use snapshot::{
-    AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind, Overrides, Route, RouteRuntime,
-    ServerCertificate, ShadowPolicy, SharedSnapshot, Snapshot, TrustBundle, Upstream, UpstreamTls, MAX_CA_NAMES_BYTES,
+    bundles_of, ca_names_bytes, AutoRollback, BundleId, CompiledConfig, CrlStale, Listener, Override, OverrideKind,
+    Overrides, Route, RouteRuntime, ServerCertificate, ShadowPolicy, SharedSnapshot, Snapshot, TrustBundle, Upstream,
+    UpstreamTls, MAX_CA_NAMES_BYTES,
 };
 pub use staging::{percentile, ExemptClient, Exemption};

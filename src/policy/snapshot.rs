@@ -90,6 +90,20 @@ pub struct TrustBundle {
 /// Beyond it the gateway sends no names rather than failing every handshake.
 pub const MAX_CA_NAMES_BYTES: usize = 65_535;
 
+/// The trust bundles that these routes evaluate, each once: the CA names a handshake
+/// reaching them asks for.
+pub fn bundles_of(routes: &[Route], ids: impl Iterator<Item = RouteId>) -> Vec<BundleId> {
+    let mut used: Vec<BundleId> = ids.filter_map(|r| routes[r].trust).collect();
+    used.sort_unstable();
+    used.dedup();
+    used
+}
+
+/// Bytes the CA names of these bundles take in a CertificateRequest.
+pub fn ca_names_bytes(bundles: &[TrustBundle], used: &[BundleId]) -> usize {
+    used.iter().map(|&b| bundles[b].ca_name_bytes).sum()
+}
+
 pub struct Route {
     pub name: Arc<str>,
     pub host: String,

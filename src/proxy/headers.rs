@@ -9,10 +9,11 @@ use crate::policy::Verdict;
 /// Header names (after lowercasing and `_` → `-`) that carry client identity or the
 /// gateway's verdict. Client-supplied copies are removed in every spelling, because some
 /// backends (CGI, nginx with underscores_in_headers) treat `_` and `-` alike.
-const IDENTITY_HEADERS: [&str; 2] = ["x-forwarded-client-cert", "x-mtls-verdict"];
+const IDENTITY_HEADERS: [&str; 2] = [XFCC_NAME, VERDICT_NAME];
 const IDENTITY_PREFIXES: [&str; 3] = ["x-mtls-", "x-client-cert", "x-ssl-client"];
 
-// Given to Pingora as text: from a `HeaderName` it would copy the name for its case map.
+// Given to Pingora as text: from a `HeaderName` it would copy the name once more for its
+// case map.
 const XFCC_NAME: &str = "x-forwarded-client-cert";
 const VERDICT_NAME: &str = "x-mtls-verdict";
 
@@ -54,7 +55,7 @@ pub fn prepare_upstream_request(
         req.insert_header(XFCC_NAME, xfcc)?;
     }
     let verdict = verdict.map_or("unauthenticated", Verdict::header_value);
-    // static name and value: no allocation per request
+    // static value; Pingora copies the name into its maps
     req.insert_header(VERDICT_NAME, http::HeaderValue::from_static(verdict))?;
     if let Some(path) = rewritten_path {
         let uri = match req.uri.query() {

@@ -23,7 +23,8 @@ use super::connection::ConnectionTls;
 use super::peer::{LeafCache, PeerCertificate};
 use crate::audit::Recorder;
 use crate::policy::{
-    normalize_host, BundleId, Route, RouteId, RouteTable, SharedSnapshot, TrustBundle, MAX_CA_NAMES_BYTES,
+    bundles_of, ca_names_bytes, normalize_host, BundleId, Route, RouteId, RouteTable, SharedSnapshot, TrustBundle,
+    MAX_CA_NAMES_BYTES,
 };
 
 /// Handshake callbacks of one listener. They read the live snapshot, so server
@@ -39,6 +40,8 @@ impl HandshakeCallbacks {
     /// TLS settings for a listener: TLS 1.2+, HTTP/2 and HTTP/1.1, no renegotiation, and
     /// no session resumption. A resumed session would carry only the leaf (no chain) and
     /// the trust context of another connection; every connection verifies afresh instead.
+    /// What OpenSSL reads from the context after the certificate callback switched it (see
+    /// `request_context`) must be set there too.
     pub fn tls_settings(snapshot: SharedSnapshot, listener: &str, recorder: Recorder) -> pingora::Result<TlsSettings> {
         let callbacks = HandshakeCallbacks {
             snapshot,
@@ -215,14 +218,10 @@ impl CertificateRequests {
         let mut built = CertificateRequests::default();
         let mut by_bundles: HashMap<Vec<BundleId>, Option<usize>> = HashMap::new();
         let mut context_for = |routes_here: &mut dyn Iterator<Item = RouteId>| {
-            let mut used: Vec<BundleId> = routes_here.filter_map(|r| routes[r].trust).collect();
-            used.sort_unstable();
-            used.dedup();
-            *by_bundles.entry(used).or_insert_with_key(|used| {
+            *by_bundles.entry(bundles_of(routes, routes_here)).or_insert_with_key(|used| {
                 // more names than a CertificateRequest can carry would fail every handshake
                 // on the host: send none (check and the admin page warn about it)
-                let bytes: usize = used.iter().map(|&b| bundles[b].ca_name_bytes).sum();
-                if used.is_empty() || bytes > MAX_CA_NAMES_BYTES {
+                if used.is_empty() || ca_names_bytes(bundles, used) > MAX_CA_NAMES_BYTES {
                     return None;
                 }
                 let anchors = used.iter().flat_map(|&b| bundles[b].anchors.anchors());
@@ -238,9 +237,8 @@ impl CertificateRequests {
                 }
             })
         };
-        let hosts: Vec<&str> = table.hosts().collect();
         let mut by_host = HashMap::new();
-        for host in hosts {
+        for host in table.hosts() {
             if let Some(i) = context_for(&mut table.routes_of_host(host)) {
                 by_host.insert(host.into(), i);
             }

@@ -7,7 +7,7 @@ use openssl::x509::{X509Crl, X509};
 
 use super::{first_error, At, BundleIds, Compiler};
 use crate::config::raw::*;
-use crate::policy::{CrlStale, Route, RouteTable, TrustBundle, MAX_CA_NAMES_BYTES};
+use crate::policy::{bundles_of, ca_names_bytes, CrlStale, Route, RouteTable, TrustBundle, MAX_CA_NAMES_BYTES};
 use crate::tls::{describe, describe_name, unix_time, ChainLimits, Relaxed, StrictCheck, TrustAnchors};
 
 /// A CRL with where it came from, for warnings.
@@ -167,10 +167,8 @@ impl Compiler<'_> {
         let mut hosts: Vec<&str> = table.hosts().collect();
         hosts.sort_unstable();
         for host in hosts {
-            let mut used: Vec<usize> = table.routes_of_host(host).filter_map(|r| routes[r].trust).collect();
-            used.sort_unstable();
-            used.dedup();
-            let total: usize = used.iter().map(|&b| bundles[b].ca_name_bytes).sum();
+            let used = bundles_of(routes, table.routes_of_host(host));
+            let total = ca_names_bytes(bundles, &used);
             if total <= MAX_CA_NAMES_BYTES {
                 continue;
             }
