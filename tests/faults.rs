@@ -155,10 +155,24 @@ async fn sigterm_lets_in_flight_requests_complete_then_exits_without_waiting_out
     let routes = ROUTES.replace("enforce", "audit");
     let mut gw = GatewayProcess::start(&pki, &routes, backend.addr, &["--grace-period", "8"]).await;
     let anonymous = ClientOptions::new(pki.root_pem(), "api.test");
+    let mut idle = common::Client::connect(gw.addr, &anonymous).await.unwrap();
+    assert_eq!(idle.get("api.test", "/").await.status, 200);
     let in_flight = common::client::spawn_get_once(gw.addr, &anonymous, "api.test", "/?delay_ms=1500");
     tokio::time::sleep(Duration::from_millis(400)).await;
     gw.signal("TERM");
     let signalled = std::time::Instant::now();
+    // an idle kept-alive connection is closed at once, while the request in flight goes on
+    while !idle.is_closed() {
+        assert!(
+            signalled.elapsed() < Duration::from_millis(700),
+            "the idle connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !in_flight.is_finished(),
+        "closed only after the request in flight ended"
+    );
     let reply = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
         .expect("the request finished")

@@ -150,6 +150,14 @@ impl Client {
         })
     }
 
+    /// Whether the server has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
     pub fn session(&self) -> Option<SslSession> {
         self.sessions.lock().unwrap().clone()
     }
