@@ -146,9 +146,7 @@ async fn certificate_request(
     config.set_use_server_name_indication(sni.is_some());
     config.set_verify_hostname(false);
     let ssl = config.into_ssl(sni.unwrap_or("api.test")).unwrap();
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    let stream = common::client::tls_connect(gw.addr, ssl).await.unwrap();
     extern "C" {
         fn SSL_get_client_CA_list(ssl: *const openssl_sys::SSL) -> *mut openssl_sys::stack_st_X509_NAME;
     }

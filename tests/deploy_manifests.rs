@@ -86,9 +86,17 @@ fn the_deployment_takes_the_fleet_store_from_a_secret_and_never_inline() {
         .iter()
         .find(|e| e["name"] == "PHASEGATE_STORE_PASSWORD_FILE")
         .expect("a password file");
+    // the file lies in a mount of the Secret
+    let file = password["value"].as_str().unwrap();
     let mounts = container["volumeMounts"].as_sequence().unwrap();
-    assert!(mounts.iter().any(|m| password["value"]
-        .as_str()
-        .unwrap()
-        .starts_with(m["mountPath"].as_str().unwrap())));
+    let mount = mounts
+        .iter()
+        .find(|m| file.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap().trim_end_matches('/'))))
+        .expect("the password file is in a mounted volume");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    assert_eq!(volume["secret"]["secretName"], "phasegate-store", "{volume:?}");
 }

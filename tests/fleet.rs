@@ -488,6 +488,10 @@ async fn the_store_is_reached_over_verified_tls_and_its_password_never_logged() 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(last["health"]["state"] == "reachable", reachable, "{last}");
+        if !reachable {
+            // refused for its certificate, not for some other failure
+            assert!(last["health"].to_string().contains("certificate"), "{last}");
+        }
         assert!(
             last["store"].as_str().unwrap().ends_with("sslmode=verify-full"),
             "{last}"

@@ -200,7 +200,10 @@ impl Client {
 }
 
 /// A TCP connection to `addr` with `ssl`'s TLS handshake done.
-async fn tls_connect(addr: SocketAddr, ssl: openssl::ssl::Ssl) -> Result<tokio_openssl::SslStream<TcpStream>, String> {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ssl: openssl::ssl::Ssl,
+) -> Result<tokio_openssl::SslStream<TcpStream>, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
     Pin::new(&mut stream)

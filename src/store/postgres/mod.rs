@@ -68,6 +68,7 @@ impl PgStore {
                     let _ = listener_done.await;
                     self.lost("the connection closed");
                 }
+                Err(StoreError::Unreachable(why)) => self.lost(&why),
                 Err(e) => self.lost(&e.to_string()),
             }
             tokio::time::sleep(RECONNECT_AFTER).await;

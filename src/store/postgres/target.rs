@@ -140,8 +140,24 @@ impl PgTarget {
         self.config
             .connect(tls)
             .await
-            .map_err(|e| StoreError::Unreachable(e.to_string()))
+            .map_err(|e| StoreError::Unreachable(with_causes(&e)))
     }
+}
+
+/// An error and what caused it: "error performing TLS handshake" alone does not say that
+/// the server's certificate did not verify.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn is_loopback(config: &tokio_postgres::Config) -> bool {
