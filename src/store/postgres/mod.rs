@@ -23,9 +23,15 @@ use super::{FleetPicture, InstanceBatch, InstanceInfo, OverrideChange, RouteTota
 
 /// Schema migrations, applied in order at start by the first instance (under an advisory
 /// lock) and recorded in `phasegate_migrations`.
-const MIGRATIONS: [(i32, &str); 1] = [(1, include_str!("migrations/0001_fleet.sql"))];
+const MIGRATIONS: [(i32, &str); 2] = [
+    (1, include_str!("migrations/0001_fleet.sql")),
+    (2, include_str!("migrations/0002_ordered_overrides.sql")),
+];
 /// The advisory lock that serializes migrations across instances.
 const MIGRATION_LOCK: i64 = 0x7068_6173_6567_0001;
+/// The advisory lock held while a change enters the override log: one writer at a time, so
+/// versions are taken in commit order and a reader past version N never misses one below N.
+const LOG_LOCK: i64 = 0x7068_6173_6567_0002;
 /// The channel override changes are announced on.
 const CHANNEL: &str = "phasegate_overrides";
 /// How long one call may take before the store counts as unreachable.

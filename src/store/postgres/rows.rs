@@ -146,19 +146,29 @@ pub async fn append_override(client: &Client, change: &OverrideChange) -> Result
     let value = change.value.as_ref().and_then(|v| serde_json::to_string(v).ok());
     let row = client
         .query_one(
-            "WITH logged AS (
-                 INSERT INTO override_log (route, value, instance, at) VALUES ($1, $2::text::jsonb, $3, $4)
+            // the version is taken under the log lock (held to the commit); a clear is an
+            // upsert of no value, so the route's row always holds its latest change
+            "WITH locked AS (SELECT pg_advisory_xact_lock($6)),
+             logged AS (
+                 INSERT INTO override_log (route, value, instance, at)
+                 SELECT $1, $2::text::jsonb, $3, $4 FROM locked
                  RETURNING version),
              set_current AS (
                  INSERT INTO overrides (route, value, version)
-                 SELECT $1, $2::text::jsonb, version FROM logged WHERE $2::text IS NOT NULL
-                 ON CONFLICT (route) DO UPDATE SET value = excluded.value, version = excluded.version),
-             cleared AS (
-                 DELETE FROM overrides WHERE route = $1 AND $2::text IS NULL),
+                 SELECT $1, $2::text::jsonb, version FROM logged
+                 ON CONFLICT (route) DO UPDATE SET value = excluded.value, version = excluded.version
+                 WHERE overrides.version < excluded.version),
              announced AS (
                  SELECT pg_notify($5, version::text) FROM logged)
              SELECT version, (SELECT count(*) FROM announced) FROM logged",
-            &[&change.route, &value, &change.instance, &change.at, &super::CHANNEL],
+            &[
+                &change.route,
+                &value,
+                &change.instance,
+                &change.at,
+                &super::CHANNEL,
+                &super::LOG_LOCK,
+            ],
         )
         .await?;
     Ok(row.get::<_, i64>(0) as u64)
