@@ -448,8 +448,8 @@ log ""
 
 # Sanity: the right status for the right client, TLS 1.3, verification really on.
 sanity_fail=0
-check() { # target cert-kind expect(200|403|refused|rejected: 400, 403 or refused) [scenario]
-    local t=$1 kind=$2 expect=$3 scenario=${4:-keepalive} out args=() status got
+check() { # target cert-kind expect(200|403|refused|rejected: 400, 403 or refused) [scenario] [refusal text]
+    local t=$1 kind=$2 expect=$3 scenario=${4:-keepalive} why=${5:-} out args=() status got
     case $kind in
     cert) args=("${with_cert[@]}") ;;
     rogue) args=("${with_rogue[@]}") ;;
@@ -477,6 +477,8 @@ check() { # target cert-kind expect(200|403|refused|rejected: 400, 403 or refuse
     refused) [[ $got == refused* ]] && ok=yes ;;
     rejected) [[ ($got == "HTTP 40"[03]":"* && $status != *,*) || $got == refused* ]] && ok=yes ;;
     esac
+    # a refusal for the expected reason, not any failure (a dead backend is refused too)
+    [[ -n $why && $got != *"$why"* ]] && ok=no
     [[ $t != backend && $kind == cert && $(jstr tls "$out") != TLSv1.3* ]] && ok=no
     [[ $scenario != keepalive && $kind == cert && $(jstr protocol "$out") != h2 ]] && ok=no
     printf '  %-10s %-9s %-9s expect %-9s got %s%s\n' "$t" "$scenario" "$kind" "$expect" "$got" \
@@ -505,7 +507,8 @@ if [[ " $SCENARIOS " == *" grpc "* ]]; then
     # a refused gRPC call: nginx answers HTTP 403, phasegate enforce grpc-status 16
     # (UNAUTHENTICATED) without a certificate and 7 (PERMISSION_DENIED) for the rogue one
     for t in $(targets_for grpc); do check "$t" "$([[ $t == backend ]] && echo none || echo cert)" 200 grpc; done
-    for t in nginx pg-enforce; do has "$t" && check "$t" none rejected grpc && check "$t" rogue rejected grpc; done
+    has nginx && check nginx none rejected grpc "HTTP 403" && check nginx rogue rejected grpc "HTTP 400"
+    has pg-enforce && check pg-enforce none rejected grpc "grpc-status 16" && check pg-enforce rogue rejected grpc "grpc-status 7"
     has pg-audit && check pg-audit none 200 grpc
 fi
 [[ $sanity_fail == 0 ]] || die "sanity checks failed"
