@@ -12,9 +12,9 @@
 //!
 //! `cargo bench --bench fleet` prints both and exits non-zero when a target is missed.
 
-#[allow(dead_code)] // the bench uses part of the test harness
-#[path = "../tests/common/postgres.rs"]
-mod postgres;
+// the bench uses part of the test harness
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -25,13 +25,7 @@ use phasegate::audit::{Bucket, ClientRecord, Totals};
 use phasegate::policy::{Mode, Reason, Verdict};
 use phasegate::store::{InstanceBatch, InstanceInfo, Store};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, postgres, wait_for_port};
 
 struct Gateway {
     child: Child,
@@ -48,16 +42,6 @@ impl Drop for Gateway {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
-}
-
-async fn wait_for(addr: SocketAddr) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nothing listens on {addr}");
 }
 
 /// The dev PKI and example policies the demo writes, with one instance's own ports.
@@ -113,7 +97,7 @@ async fn propagation(pg: &postgres::Postgres) -> Vec<Duration> {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_for(admin).await;
+        wait_for_port(admin).await;
         gateways.push(Gateway { child, admin });
     }
     // every instance connected
