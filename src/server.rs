@@ -143,16 +143,18 @@ impl Gateway {
     pub fn build(settings: &Settings) -> Result<Gateway, StartError> {
         let store = crate::store::open(&settings.store)?;
         let (recorder, mut aggregator) = open_recorder(settings);
+        // in a fleet, changes made through the control plane go to the fleet's log
+        let joined = store.is_fleet().then(|| {
+            crate::control::fleet::Fleet::new(store.clone(), &settings.instance_id, settings.state_dir.as_deref())
+        });
         let (plane, control, snapshot) = ControlPlane::start(
             settings.config_dir.clone(),
             settings.state_dir.clone(),
             recorder.clone(),
+            joined.clone(),
         )?;
         let config = snapshot.load().config.clone();
-        let fleet = store.is_fleet().then(|| {
-            let fleet =
-                crate::control::fleet::Fleet::new(store.clone(), &settings.instance_id, settings.state_dir.as_deref());
-            control.join_fleet(fleet.clone());
+        let fleet = joined.map(|fleet| {
             let (tx, rx) = tokio::sync::mpsc::channel(64);
             aggregator.publish_to(&recorder, tx);
             (fleet, rx)

@@ -94,14 +94,26 @@ pub struct FleetStatus {
     pub spool_dropped: u64,
 }
 
+/// What this instance last knew of the fleet. A file that cannot be read or parsed starts
+/// afresh (the store's log is the truth), and says so: changes waiting in it are lost.
+fn read_state(path: &Path) -> FleetState {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "the fleet state file does not parse; starting without it (changes that waited in it are lost)");
+            FleetState::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FleetState::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the fleet state file; starting without it (changes that waited in it are lost)");
+            FleetState::default()
+        }
+    }
+}
+
 impl Fleet {
     pub fn new(store: SharedStore, instance: &str, state_dir: Option<&Path>) -> Arc<Fleet> {
         let state_path = state_dir.map(fleet_state_path);
-        let state = state_path
-            .as_deref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let state = state_path.as_deref().map(read_state).unwrap_or_default();
         Arc::new(Fleet {
             store,
             instance: instance.to_string(),

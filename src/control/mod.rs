@@ -167,7 +167,7 @@ pub struct ControlHandle {
     tx: mpsc::Sender<Command>,
     status: Arc<ArcSwap<ConfigStatus>>,
     /// In a fleet: where changes made here are delivered.
-    fleet: Arc<std::sync::OnceLock<Arc<fleet::Fleet>>>,
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 impl ControlHandle {
@@ -193,19 +193,14 @@ impl ControlHandle {
                 reply,
             })
             .await??;
-        if let Some(fleet) = self.fleet.get() {
+        if let Some(fleet) = &self.fleet {
             outcome.fleet = Some(fleet.deliver(route, outcome.active.clone()).await);
         }
         Ok(outcome)
     }
 
-    /// Joins a fleet: changes made through this handle go to its log from now on.
-    pub fn join_fleet(&self, fleet: Arc<fleet::Fleet>) {
-        let _ = self.fleet.set(fleet);
-    }
-
     pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
-        self.fleet.get()
+        self.fleet.as_ref()
     }
 
     /// Sets a route's override as the fleet's log says, through the control plane.
@@ -256,6 +251,7 @@ impl ControlPlane {
         config_dir: PathBuf,
         state_dir: Option<PathBuf>,
         recorder: Recorder,
+        fleet: Option<Arc<fleet::Fleet>>,
     ) -> Result<(ControlPlane, ControlHandle, SharedSnapshot), StartupError> {
         let config = Arc::new(config::load(&config_dir)?);
         let state_path = state_dir.as_deref().map(state::overrides_path);
@@ -314,11 +310,7 @@ impl ControlPlane {
             status: status.clone(),
             rx,
         };
-        let handle = ControlHandle {
-            tx,
-            status,
-            fleet: Arc::default(),
-        };
+        let handle = ControlHandle { tx, status, fleet };
         Ok((plane, handle, shared))
     }
 

@@ -95,10 +95,13 @@ pub type RouteTotals = std::collections::HashMap<String, (u64, u64)>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// Not connected, or a call timed out: the instance goes on with what it knows.
     #[error("fleet store unreachable: {0}")]
     Unreachable(String),
+    /// The store answered with an error.
     #[error("fleet store: {0}")]
     Query(String),
+    /// The store's URL or TLS settings are wrong.
     #[error("fleet store configuration: {0}")]
     Config(String),
 }

@@ -1,6 +1,7 @@
-//! The store's SQL. Each write is one statement (so one implicit transaction): an
-//! instance's rows are upserted with absolute values in bulk (`UNNEST`), and an override
-//! change is logged, made current and announced (`pg_notify`) all at once.
+//! The store's SQL. An instance's rows are upserted with absolute values in bulk (`UNNEST`,
+//! a statement per table: a publish cut short is completed by the next, as the values are
+//! absolute), and an override change is logged, made current and announced (`pg_notify`)
+//! in one statement, so one transaction.
 
 use std::collections::HashMap;
 
