@@ -63,13 +63,59 @@ pub fn store_add_crl(store: &mut X509StoreBuilderRef, crl: &X509CrlRef) -> Resul
     }
 }
 
-unsafe extern "C" fn accept_chain_unverified(_ctx: *mut openssl_sys::X509_STORE_CTX, _arg: *mut c_void) -> c_int {
+extern "C" {
+    fn X509_STORE_CTX_get0_untrusted(ctx: *const openssl_sys::X509_STORE_CTX) -> *mut openssl_sys::OPENSSL_STACK;
+    fn X509_STORE_CTX_get0_cert(ctx: *const openssl_sys::X509_STORE_CTX) -> *mut openssl_sys::X509;
+    fn OPENSSL_sk_set(stack: *mut openssl_sys::OPENSSL_STACK, i: c_int, data: *const c_void) -> *mut c_void;
+}
+
+unsafe extern "C" fn accept_chain_unverified(ctx: *mut openssl_sys::X509_STORE_CTX, _arg: *mut c_void) -> c_int {
+    // a panic must not unwind into OpenSSL; the chain then stays as parsed
+    // SAFETY: OpenSSL passes the context of the handshake's chain, see below.
+    let _ = std::panic::catch_unwind(|| unsafe { share_presented_certificates(ctx) });
     1
+}
+
+/// Puts objects shared between connections (`peer::shared_copy`) in place of the ones
+/// OpenSSL just parsed from this handshake's Certificate message, so that the session keeps
+/// a reference instead of a copy of every certificate.
+///
+/// # Safety
+/// `ctx` is the context OpenSSL's server handshake passes to the certificate verify
+/// callback: its untrusted stack is the presented chain, leaf first, which the session takes
+/// over once the callback returns (OpenSSL 3 `tls_process_client_certificate`), and its
+/// certificate is that leaf.
+unsafe fn share_presented_certificates(ctx: *mut openssl_sys::X509_STORE_CTX) {
+    // SAFETY: as stated above; each swap keeps the stack owning one reference per entry.
+    unsafe {
+        let chain = X509_STORE_CTX_get0_untrusted(ctx);
+        if chain.is_null() {
+            return;
+        }
+        let leaf = X509_STORE_CTX_get0_cert(ctx);
+        for i in 0..openssl_sys::OPENSSL_sk_num(chain) {
+            let parsed = openssl_sys::OPENSSL_sk_value(chain, i) as *mut openssl_sys::X509;
+            if parsed.is_null() {
+                continue;
+            }
+            let Some(shared) = super::peer::shared_copy(openssl::x509::X509Ref::from_ptr(parsed)) else {
+                continue;
+            };
+            // the stack takes over the shared object's reference; the parsed copy goes
+            let shared = std::mem::ManuallyDrop::new(shared).as_ptr();
+            OPENSSL_sk_set(chain, i, shared as *const c_void);
+            if parsed == leaf {
+                openssl_sys::X509_STORE_CTX_set_cert(ctx, shared);
+            }
+            openssl_sys::X509_free(parsed);
+        }
+    }
 }
 
 /// Makes the handshake accept any client chain without verifying it. phasegate verifies
 /// the chain itself, per route trust bundle, after the handshake; letting OpenSSL verify
 /// it too would double the cost and could fail the handshake, which audit mode must never do.
+/// The chain's certificates become objects shared with other connections.
 pub fn defer_client_chain_verification(ctx: &mut SslContextBuilder) {
     // SAFETY: the context pointer is valid; the callback is a plain function with no state.
     unsafe { SSL_CTX_set_cert_verify_callback(ctx.as_ptr(), Some(accept_chain_unverified), std::ptr::null_mut()) }

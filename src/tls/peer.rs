@@ -1,6 +1,8 @@
+use std::sync::{Arc, LazyLock};
+
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::SslRef;
-use openssl::x509::X509;
+use openssl::x509::{X509Ref, X509};
 
 use super::identity::{encode, identity_of_der};
 use super::memo::{Fingerprint, FingerprintMemo};
@@ -12,8 +14,9 @@ pub struct PeerCertificate {
     pub leaf: X509,
     /// Certificates sent after the leaf, as presented (untrusted).
     pub chain: Vec<X509>,
-    /// `Err` holds why the leaf is `malformed`.
-    pub identity: Result<Identity, String>,
+    /// `Err` holds why the leaf is `malformed`. Shared by the connections that present
+    /// the same leaf.
+    pub identity: Result<Arc<Identity>, String>,
     /// The `x-forwarded-client-cert` value, built once; only sent when the chain verifies.
     pub xfcc: Option<http::HeaderValue>,
     /// SHA-256 of the leaf's DER encoding, computed once for the caches keyed by it;
@@ -87,17 +90,42 @@ impl PeerCertificate {
     }
 }
 
+/// Client certificates as OpenSSL parsed them, one object per distinct encoding. OpenSSL
+/// parses every handshake's chain into objects of its own (~4 KiB for a 470-byte leaf) that
+/// the connection's session keeps until it closes; a client opens many connections with one
+/// certificate, so the handshake swaps in the object an earlier connection parsed (see
+/// `ffi::share_presented_certificates`). Same bytes, same certificate.
+static SHARED_CERTIFICATES: LazyLock<FingerprintMemo<X509>> =
+    LazyLock::new(|| FingerprintMemo::new(SHARED_CERTIFICATES_CAP));
+
+/// Distinct certificates kept for sharing (~4 KiB each); beyond this the memory starts
+/// over, and connections keep the objects they hold.
+const SHARED_CERTIFICATES_CAP: usize = 1024;
+
+/// The object an earlier handshake parsed from the same encoding as `cert`, if it is
+/// another object; otherwise `cert` is remembered for the handshakes to come.
+pub(super) fn shared_copy(cert: &X509Ref) -> Option<X509> {
+    let key = openssl::sha::sha256(&encode(cert).ok()?);
+    match SHARED_CERTIFICATES.get(&key) {
+        Some(shared) => (shared.as_ptr() != cert.as_ptr()).then_some(shared),
+        None => {
+            SHARED_CERTIFICATES.remember(key, cert.to_owned());
+            None
+        }
+    }
+}
+
 /// A leaf certificate's identity and XFCC value.
 #[derive(Clone)]
 struct ParsedLeaf {
-    identity: Result<Identity, String>,
+    identity: Result<Arc<Identity>, String>,
     xfcc: Option<http::HeaderValue>,
 }
 
 impl ParsedLeaf {
     fn of(der: &[u8], sha256: &Fingerprint) -> Self {
-        let identity = identity_of_der(der, sha256);
-        let xfcc = identity.as_ref().ok().and_then(xfcc_value);
+        let identity = identity_of_der(der, sha256).map(Arc::new);
+        let xfcc = identity.as_ref().ok().and_then(|id| xfcc_value(id));
         ParsedLeaf { identity, xfcc }
     }
 }
@@ -143,6 +171,87 @@ mod tests {
         X509::from_pem(issued.cert_pem.as_bytes()).expect("pem")
     }
 
+    /// A real TLS 1.3 handshake with the listener's deferred verification: what the
+    /// server's session keeps of the chain the client presented.
+    fn handshake(server: &crate::devpki::Issued, client: &crate::devpki::Issued, chain: &[&str]) -> (X509, Vec<X509>) {
+        use openssl::pkey::PKey;
+        use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+        acceptor
+            .set_certificate(&X509::from_pem(server.cert_pem.as_bytes()).expect("pem"))
+            .expect("server cert");
+        acceptor
+            .set_private_key(&PKey::private_key_from_pem(server.key_pem.as_bytes()).expect("key"))
+            .expect("server key");
+        acceptor.set_verify(SslVerifyMode::PEER);
+        crate::tls::ffi::defer_client_chain_verification(&mut acceptor);
+        let acceptor = acceptor.build();
+        let mut connector = SslConnector::builder(SslMethod::tls()).expect("connector");
+        connector.set_verify(SslVerifyMode::NONE);
+        connector
+            .set_certificate(&X509::from_pem(client.cert_pem.as_bytes()).expect("pem"))
+            .expect("client cert");
+        for pem in chain {
+            connector
+                .add_extra_chain_cert(X509::from_pem(pem.as_bytes()).expect("pem"))
+                .expect("chain cert");
+        }
+        connector
+            .set_private_key(&PKey::private_key_from_pem(client.key_pem.as_bytes()).expect("key"))
+            .expect("client key");
+        let connector = connector.build();
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let client_side = std::thread::spawn(move || {
+            let mut tls = connector.connect("localhost", b).expect("client handshake");
+            std::io::Read::read(&mut tls, &mut [0u8; 1]).ok();
+        });
+        let tls = acceptor.accept(a).expect("server handshake");
+        let ssl = tls.ssl();
+        let leaf = ssl.peer_certificate().expect("a client certificate");
+        let chain = ssl
+            .peer_cert_chain()
+            .map(|s| s.iter().map(|c| c.to_owned()).collect())
+            .unwrap_or_default();
+        drop(tls);
+        client_side.join().expect("client");
+        (leaf, chain)
+    }
+
+    #[test]
+    fn connections_with_one_certificate_share_one_parsed_object_and_others_do_not() {
+        let root = CertificateAuthority::root("sharing test root").expect("root");
+        let intermediate = root.intermediate("sharing test intermediate").expect("intermediate");
+        let server = root.issue(&LeafSpec::server(&["localhost"])).expect("server");
+        let alice = intermediate
+            .issue(&LeafSpec::client("spiffe://t/alice"))
+            .expect("alice");
+        let bob = intermediate.issue(&LeafSpec::client("spiffe://t/bob")).expect("bob");
+        let via = [intermediate.cert_pem.as_str()];
+
+        let (first, first_chain) = handshake(&server, &alice, &via);
+        let (second, second_chain) = handshake(&server, &alice, &via);
+        let (other, other_chain) = handshake(&server, &bob, &via);
+        // what OpenSSL parsed from the wire was swapped for one shared object per encoding
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one object for one certificate");
+        assert_ne!(first.as_ptr(), other.as_ptr(), "another certificate, another object");
+        assert_eq!(first_chain.len(), 1);
+        assert_eq!(first_chain[0].as_ptr(), second_chain[0].as_ptr());
+        assert_eq!(
+            first_chain[0].as_ptr(),
+            other_chain[0].as_ptr(),
+            "the intermediate is shared too"
+        );
+        // and it is the certificate the client sent
+        let der = |cert: &X509Ref| cert.to_der().expect("der");
+        let sent = |pem: &str| der(&X509::from_pem(pem.as_bytes()).expect("pem"));
+        assert_eq!(der(&first), sent(&alice.cert_pem));
+        assert_eq!(der(&other), sent(&bob.cert_pem));
+        assert_eq!(der(&first_chain[0]), sent(&intermediate.cert_pem));
+        // the identity read from the shared object is the client's
+        let parsed = PeerCertificate::new(first, first_chain);
+        assert_eq!(parsed.identity.expect("parses").uris, ["spiffe://t/alice"]);
+    }
+
     #[test]
     fn the_cache_gives_what_a_parse_gives_once_per_distinct_certificate() {
         let ca = CertificateAuthority::root("cache test root").expect("root");
@@ -155,7 +264,10 @@ mod tests {
             let fresh = parse_with(None, cert);
             assert_eq!(cached.identity, fresh.identity);
             assert_eq!(cached.xfcc, fresh.xfcc);
-            assert_eq!(cached.identity, parse_identity(cert));
+            assert_eq!(
+                cached.identity.clone().map(|id| Identity::clone(&id)),
+                parse_identity(cert)
+            );
             // the fingerprint is OpenSSL's SHA-256 of the certificate, as before
             let digest = cert.digest(openssl::hash::MessageDigest::sha256()).expect("digest");
             assert_eq!(cached.leaf_sha256.as_ref().map(|d| &d[..]), Some(&digest[..]));
