@@ -35,9 +35,6 @@ use crate::tls::ConnectionTls;
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_IDLE_SECS: u64 = KEEPALIVE_IDLE.as_secs();
 
-/// A client connection as Pingora's TLS listener makes it (OpenSSL over a TCP stream).
-type TlsStream = pingora::protocols::tls::SslStream<pingora::protocols::l4::stream::Stream>;
-
 /// The request header buffer, sized as Pingora sizes its own (it takes this one instead).
 const HEAD_BUFFER: usize = 4096;
 
@@ -59,26 +56,12 @@ impl<A> HeadDeadline<A> {
 
     /// The first bytes of the next request, read within `patience`, in a buffer that becomes
     /// the session's header buffer. `None`: the client closed, went quiet, or we are stopping.
-    async fn first_bytes(&self, stream: &mut TlsStream, patience: Duration) -> Option<BytesMut> {
+    async fn first_bytes(&self, stream: &mut Stream, patience: Duration) -> Option<BytesMut> {
         let stop = self.stop.notified();
         tokio::pin!(stop);
         let timeout = tokio::time::sleep(patience);
         tokio::pin!(timeout);
         std::future::poll_fn(|cx| {
-            // A wake with nothing new to read (the end of the previous request wakes the
-            // task once more) costs a look at the socket, not a read through OpenSSL, which
-            // takes ~1,800 instructions to find nothing. What the socket has goes back in
-            // front of it for OpenSSL to read.
-            if !crate::tls::has_buffered_input(stream.ssl()) {
-                let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); HEAD_BUFFER];
-                let mut buf = tokio::io::ReadBuf::uninit(&mut scratch);
-                match Pin::new(stream.get_mut()).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => stream.get_mut().rewind(buf.filled()),
-                    // closed, or broken
-                    Poll::Ready(_) => return Poll::Ready(None),
-                    Poll::Pending => return self.keep_waiting(cx, stop.as_mut(), timeout.as_mut()),
-                }
-            }
             // Each attempt reads into a buffer on the stack that lives only for that poll, so
             // the wait holds no buffer; what arrives (usually the whole head) is copied out,
             // and Pingora parses it without reading again. Bytes OpenSSL already holds
@@ -89,29 +72,22 @@ impl<A> HeadDeadline<A> {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                     let mut head = BytesMut::with_capacity(HEAD_BUFFER);
                     head.extend_from_slice(buf.filled());
-                    Poll::Ready(Some(head))
+                    return Poll::Ready(Some(head));
                 }
                 // closed, or broken
-                Poll::Ready(_) => Poll::Ready(None),
-                Poll::Pending => self.keep_waiting(cx, stop.as_mut(), timeout.as_mut()),
+                Poll::Ready(_) => return Poll::Ready(None),
+                Poll::Pending => {}
             }
+            // registered for the stop before looking at the flag: a stop between the two is seen
+            if stop.as_mut().poll(cx).is_ready()
+                || self.stopping.load(Ordering::Acquire)
+                || timeout.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
         })
         .await
-    }
-
-    /// Pending while the connection may go on waiting; `None` once we stop or its
-    /// patience is out.
-    fn keep_waiting(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        stop: Pin<&mut tokio::sync::futures::Notified<'_>>,
-        timeout: Pin<&mut tokio::time::Sleep>,
-    ) -> Poll<Option<BytesMut>> {
-        // registered for the stop before looking at the flag: a stop between the two is seen
-        if stop.poll(cx).is_ready() || self.stopping.load(Ordering::Acquire) || timeout.poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
     }
 
     /// Runs one request's `work`, closing the connection if its head is not complete by
@@ -152,6 +128,8 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // HTTP/1.1 and HTTP/2 alike poll the client when it has nothing to say
+        let stream = crate::tls::QuietReads::wrap(stream);
         let tls = stream.get_ssl_digest();
         let conn = tls.as_ref().and_then(|t| t.extension.get::<ConnectionTls>());
         let http1 = !matches!(stream.selected_alpn_proto(), Some(ALPN::H2) | Some(ALPN::Custom(_)));
@@ -160,12 +138,8 @@ where
             // layer bounds its frames), and an idle h2 connection holds no request session
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         };
-        // the loop reads the socket under OpenSSL itself (see `first_bytes`)
-        let Ok(mut stream) = stream.into_any().downcast::<TlsStream>() else {
-            tracing::error!("a TLS connection that is not Pingora's OpenSSL stream; closed");
-            return None;
-        };
         let connected = Instant::now();
+        let mut stream = stream;
         let mut previous: Option<HttpPersistentSettings> = None;
         // what we know of the bytes Pingora took for the request just served
         let mut handoff: Option<Handoff> = None;
@@ -173,10 +147,10 @@ where
         loop {
             // bytes of a pipelined request that Pingora read with the previous one start the
             // next session as they are; otherwise it waits for the client to send
-            let carried = match (&previous, handoff) {
-                (None, _) => false,
-                (Some(_), Some(handoff)) if handoff.nothing_left(stream.ssl()) => false,
-                (Some(settings), _) => carries_pipelined_bytes(settings),
+            let carried = match (&previous, handoff, stream.get_ssl()) {
+                (None, _, _) => false,
+                (Some(_), Some(handoff), Some(ssl)) if handoff.nothing_left(ssl) => false,
+                (Some(settings), _, _) => carries_pipelined_bytes(settings),
             };
             let (prefix, deadline) = if carried {
                 (None, conn.request_header_timeout)
@@ -192,7 +166,10 @@ where
                     conn.request_header_timeout,
                 )
             };
-            handoff = prefix.as_deref().map(|head| Handoff::after(head, stream.ssl()));
+            handoff = prefix
+                .as_deref()
+                .zip(stream.get_ssl())
+                .map(|(head, ssl)| Handoff::after(head, ssl));
             let before = conn.heads_read();
             // the session only lives inside Pingora's work: kept in this scope past the
             // await below, it would be part of every idle connection's state
@@ -217,11 +194,6 @@ where
             let (next, settings) = Self::within_head_deadline(work, conn, before, deadline)
                 .await?
                 .consume();
-            // the stream we gave Pingora comes back: the same object, no copy
-            let Ok(next) = next.into_any().downcast::<TlsStream>() else {
-                tracing::error!("Pingora gave back another kind of stream; connection closed");
-                return None;
-            };
             stream = next;
             previous = settings;
             first = false;

@@ -8,6 +8,7 @@ mod ffi;
 mod identity;
 mod memo;
 mod peer;
+mod quiet;
 mod strict;
 mod verify;
 mod xfcc;
@@ -18,6 +19,7 @@ pub use crl::{read_crls, CrlEntry};
 pub use ffi::{has_buffered_input, openssl_allocates_with_mimalloc, socket_bytes_read, verify_error_string};
 pub use identity::{hex, parse_identity};
 pub use peer::PeerCertificate;
+pub use quiet::QuietReads;
 pub use strict::{is_host_name, Relaxed, StrictCheck};
 pub use verify::{
     evidence_of, unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors, VerifyOptions,
