@@ -8,10 +8,23 @@ use phasegate::server::{Gateway, RunningGateway, Settings};
 use super::pki::TestPki;
 
 /// A port that was free a moment ago. Pingora cannot bind :0 and report the port, so the
-/// harness picks one; ports come from a per-process counter offset to avoid reuse races.
+/// harness picks one, below the kernel's ephemeral range (from 32768 on Linux): that range
+/// hands out the ports of listeners bound to :0 (the tests' backends) and of outgoing
+/// connections, which could take a port given here before the gateway binds it. A
+/// per-process counter, offset by the process id, never gives a port twice.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let port = (FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 pub async fn wait_for_port(addr: SocketAddr) {
