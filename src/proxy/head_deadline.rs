@@ -11,6 +11,9 @@
 //! a head must be complete within the listener's `request_header_timeout` (as nginx's
 //! `client_header_timeout`), counted from the connection's handshake for its first request
 //! and from the first byte for the next ones.
+//!
+//! This is also where every client TLS connection, HTTP/1.x or HTTP/2, enters phasegate after
+//! its handshake, so it is wrapped here in `tls::QuietReads`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -60,3 +60,17 @@ pub fn describe(cert: &X509Ref) -> String {
         None => subject,
     }
 }
+
+/// An acceptor with `server`'s certificate and key, for the tests that make real handshakes.
+#[cfg(test)]
+fn test_acceptor(server: &crate::devpki::Issued) -> openssl::ssl::SslAcceptorBuilder {
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    acceptor
+        .set_certificate(&openssl::x509::X509::from_pem(server.cert_pem.as_bytes()).expect("pem"))
+        .expect("server cert");
+    acceptor
+        .set_private_key(&openssl::pkey::PKey::private_key_from_pem(server.key_pem.as_bytes()).expect("key"))
+        .expect("server key");
+    acceptor
+}

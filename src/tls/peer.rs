@@ -175,14 +175,8 @@ mod tests {
     /// server's session keeps of the chain the client presented.
     fn handshake(server: &crate::devpki::Issued, client: &crate::devpki::Issued, chain: &[&str]) -> (X509, Vec<X509>) {
         use openssl::pkey::PKey;
-        use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
-        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
-        acceptor
-            .set_certificate(&X509::from_pem(server.cert_pem.as_bytes()).expect("pem"))
-            .expect("server cert");
-        acceptor
-            .set_private_key(&PKey::private_key_from_pem(server.key_pem.as_bytes()).expect("key"))
-            .expect("server key");
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        let mut acceptor = crate::tls::test_acceptor(server);
         acceptor.set_verify(SslVerifyMode::PEER);
         crate::tls::ffi::defer_client_chain_verification(&mut acceptor);
         let acceptor = acceptor.build();

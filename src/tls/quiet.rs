@@ -169,9 +169,7 @@ impl Peek for QuietReads {
 mod tests {
     use super::*;
     use crate::devpki::{CertificateAuthority, LeafSpec};
-    use openssl::pkey::PKey;
-    use openssl::ssl::{Ssl as OpenSsl, SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
-    use openssl::x509::X509;
+    use openssl::ssl::{Ssl as OpenSsl, SslConnector, SslMethod, SslVerifyMode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One real TLS connection: the server side as Pingora's listener makes it (wrapped or
@@ -179,13 +177,7 @@ mod tests {
     async fn connection(wrap: bool) -> (Stream, tokio_openssl::SslStream<tokio::net::TcpStream>) {
         let ca = CertificateAuthority::root("quiet reads test root").expect("root");
         let server = ca.issue(&LeafSpec::server(&["localhost"])).expect("server");
-        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
-        acceptor
-            .set_certificate(&X509::from_pem(server.cert_pem.as_bytes()).expect("pem"))
-            .expect("cert");
-        acceptor
-            .set_private_key(&PKey::private_key_from_pem(server.key_pem.as_bytes()).expect("key"))
-            .expect("key");
+        let mut acceptor = crate::tls::test_acceptor(&server);
         acceptor.set_read_ahead(true);
         let acceptor = acceptor.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
