@@ -13,7 +13,7 @@
 //! and from the first byte for the next ones.
 //!
 //! This is also where every client TLS connection, HTTP/1.x or HTTP/2, enters phasegate after
-//! its handshake, so it is wrapped here in `tls::QuietReads`.
+//! its handshake, so it is wrapped here in `tls::ClientStream`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -132,7 +132,7 @@ where
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // HTTP/1.1 and HTTP/2 alike poll the client when it has nothing to say
-        let stream = crate::tls::QuietReads::wrap(stream);
+        let stream = crate::tls::ClientStream::wrap(stream);
         let tls = stream.get_ssl_digest();
         let conn = tls.as_ref().and_then(|t| t.extension.get::<ConnectionTls>());
         let http1 = !matches!(stream.selected_alpn_proto(), Some(ALPN::H2) | Some(ALPN::Custom(_)));

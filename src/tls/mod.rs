@@ -2,24 +2,24 @@
 //! verification per trust bundle. Decisions are left to `policy`.
 
 mod accept;
+mod client_stream;
 mod connection;
 mod crl;
 mod ffi;
 mod identity;
 mod memo;
 mod peer;
-mod quiet;
 mod strict;
 mod verify;
 mod xfcc;
 
 pub use accept::{CertificateRequests, ClientHelloDeadline, HandshakeCallbacks, MAX_CLIENT_CHAIN_BYTES};
+pub use client_stream::ClientStream;
 pub use connection::{ConnectionTls, Evidence};
 pub use crl::{read_crls, CrlEntry};
 pub use ffi::{has_buffered_input, openssl_allocates_with_mimalloc, socket_bytes_read, verify_error_string};
 pub use identity::{hex, parse_identity};
 pub use peer::PeerCertificate;
-pub use quiet::QuietReads;
 pub use strict::{is_host_name, Relaxed, StrictCheck};
 pub use verify::{
     evidence_of, unix_time, ChainFailure, ChainLimits, ChainOk, ChainOutcome, RequiredEku, TrustAnchors, VerifyOptions,
