@@ -1,7 +1,8 @@
 //! Route matching: exact host, then the longest path prefix on segment boundaries.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+
+use foldhash::HashMap;
 
 /// Index of a route in its snapshot.
 pub type RouteId = usize;

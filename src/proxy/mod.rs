@@ -128,6 +128,11 @@ impl MtlsProxy {
 impl ProxyHttp for MtlsProxy {
     type CTX = RequestCtx;
 
+    /// No HTTP modules: Pingora's default is a response compression module, switched off,
+    /// that still ran its filters on every request. The gateway forwards bodies as the
+    /// backend sent them.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
