@@ -347,6 +347,58 @@ mod tests {
         assert!(size <= 800, "{size} bytes");
     }
 
+    #[tokio::test]
+    async fn a_wait_for_the_next_request_ends_at_its_own_deadline_whatever_the_timer_was_set_to() {
+        use tokio::io::AsyncWriteExt;
+        use tokio::time::Instant;
+        let app = HeadDeadline::new(Nothing);
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut stream: Stream = Box::new(client);
+        let stop = app.stop.notified();
+        let idle = tokio::time::sleep(Duration::from_millis(20));
+        tokio::pin!(stop, idle);
+        let patience = |d: Duration| (Instant::now(), Instant::now() + d);
+
+        // the connection's timer, set for an earlier wait, fires first: this wait goes on
+        let (start, until) = patience(Duration::from_millis(300));
+        assert!(app
+            .first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut())
+            .await
+            .is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+
+        // a timer set past this wait's deadline is brought forward
+        idle.as_mut().reset(Instant::now() + Duration::from_secs(3600));
+        let (start, until) = patience(Duration::from_millis(100));
+        assert!(app
+            .first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut())
+            .await
+            .is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+
+        // the first bytes of a request end the wait
+        server.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        let (_, until) = patience(Duration::from_secs(30));
+        let head = app.first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut()).await;
+        assert_eq!(head.as_deref(), Some(&b"GET / HTTP/1.1\r\n"[..]));
+
+        // and so does the service's stop, at once (the connection's one signal, woken)
+        let waiting = app.first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut());
+        tokio::pin!(waiting);
+        assert!(futures::poll!(&mut waiting).is_pending());
+        app.stop.notify_waiters();
+        let stopped = tokio::time::timeout(Duration::from_secs(3), waiting).await;
+        assert!(matches!(stopped, Ok(None)), "the wait ends when the service stops");
+    }
+
     #[test]
     fn one_whole_head_is_told_from_a_partial_one_and_from_two() {
         assert!(is_one_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
