@@ -154,6 +154,8 @@ where
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         };
         let connected = Instant::now();
+        // the connection's waits share one timer and one stop signal (see first_bytes); the
+        // timer firing while a request is served wakes this task once, for nothing
         let idle = tokio::time::sleep(KEEPALIVE_IDLE);
         let stop = self.stop.notified();
         tokio::pin!(idle, stop);

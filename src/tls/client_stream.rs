@@ -15,6 +15,7 @@
 //! record's worth (16 KiB, nginx's `ssl_buffer_size`), so a small response leaves as one
 //! record. Pingora already flushes wherever bytes must leave: its socket buffers its writes
 //! too. Flushes go straight to the socket.
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -118,7 +119,7 @@ impl ClientStream {
             }
         }
         let mut taken = 0;
-        for buf in bufs {
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
             let room = RECORD - self.gathered.len();
             if room == 0 {
                 break;
