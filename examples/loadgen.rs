@@ -149,6 +149,10 @@ struct Args {
     /// Free-form label copied into the output.
     #[arg(long)]
     label: Option<String>,
+    /// HTTP/1.1 scenarios: one more request header, NAME:VALUE (repeatable). Requests carry
+    /// only Host and User-Agent otherwise.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    headers: Vec<String>,
 }
 
 /// Everything a worker needs to open connections.
@@ -156,6 +160,8 @@ struct Target {
     addr: SocketAddr,
     host: String,
     path: String,
+    /// `--header`s, parsed
+    extra_headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     tls: Option<SslConnector>,
     verify_server: bool,
     timeout: Duration,
@@ -296,6 +302,9 @@ async fn request(t: &Target, sender: &mut Sender, close: bool) -> Result<(u16, b
         .uri(t.path.as_str())
         .header(HOST, t.host.as_str())
         .header(USER_AGENT, "phasegate-loadgen");
+    for (name, value) in &t.extra_headers {
+        req = req.header(name, value);
+    }
     if close {
         req = req.header(CONNECTION, "close");
     }
@@ -654,6 +663,7 @@ fn run(args: Args) -> Result<(), String> {
         addr: args.addr,
         host: args.host.clone(),
         path: args.path.clone().unwrap_or_else(|| default_path.to_string()),
+        extra_headers: parse_headers(&args.headers)?,
         verify_server: args.ca.is_some(),
         tls,
         timeout: Duration::from_secs_f64(args.timeout),
@@ -811,4 +821,18 @@ fn run(args: Args) -> Result<(), String> {
     out.insert("first_error".into(), json!(total.first_error));
     println!("{}", Value::Object(out));
     Ok(())
+}
+
+/// `--header NAME:VALUE` arguments as header names and values.
+fn parse_headers(args: &[String]) -> Result<Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>, String> {
+    args.iter()
+        .map(|arg| {
+            let (name, value) = arg
+                .split_once(':')
+                .ok_or_else(|| format!("--header {arg:?}: expected NAME:VALUE"))?;
+            let name = name.trim().parse().map_err(|e| format!("--header {arg:?}: {e}"))?;
+            let value = value.trim().parse().map_err(|e| format!("--header {arg:?}: {e}"))?;
+            Ok((name, value))
+        })
+        .collect()
 }

@@ -28,6 +28,8 @@
 #   MAX_OTHER=10 RETRIES=2  redo a run (up to RETRIES times) when more than MAX_OTHER % of the
 #                proxy core went to other processes during it
 #   PG_THREADS=1 phasegate --threads
+#   REQUEST_HEADERS=""  more headers on every HTTP/1.1 request, NAME:VALUE separated by spaces
+#                (requests carry only Host and User-Agent otherwise), e.g. "accept:*/*"
 #   SKIP_BUILD=0 SKIP_INSTALL=0 WORKDIR=(mktemp) KEEP=0 (keep WORKDIR on exit)
 #   HOLD=0       1: start everything, run the sanity checks, print how to poke it, wait for ^C
 #   ports: BACKEND_PORT=8080 NGINX_PORT=9443 HAPROXY_PORT=10443 TRAEFIK_PORT=11443 CADDY_PORT=12443
@@ -63,6 +65,7 @@ MAX_OTHER=${MAX_OTHER:-10}
 RETRIES=${RETRIES:-2}
 QUIET_WAIT=${QUIET_WAIT:-20}
 PG_THREADS=${PG_THREADS:-1}
+REQUEST_HEADERS=${REQUEST_HEADERS:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
 KEEP=${KEEP:-0}
@@ -394,9 +397,12 @@ loadgen() {
     [[ $t != backend ]] && watch+=(--watch "backend=$(echo ${PIDS_OF[$backend]} | tr ' ' ',')")
     taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --host "$HOST" --scheme "${SCHEME_OF[$t]}" \
         --ca "$PKI/ca.pem" "${mode[@]}" --concurrency "$c" --duration "$duration" \
-        --label "$t" "${watch[@]}" "$@"
+        --label "$t" "${watch[@]}" "${header_args[@]}" "$@"
 }
 with_cert=(--cert "$PKI/client.crt" --key "$PKI/client.key")
+header_args=()
+read -r -a request_headers <<<"$REQUEST_HEADERS" # split on spaces, no globbing of */*
+for h in "${request_headers[@]}"; do header_args+=(--header "$h"); done
 with_rogue=(--cert "$PKI/rogue.crt" --key "$PKI/rogue.key")
 
 # jnum KEY JSON -> number (the loadgen's output is one flat-ish line)
@@ -436,7 +442,7 @@ machine_info() {
     echo "phasegate: $rev, threads=$PG_THREADS; $(ossl_in "$PHASEGATE") (static)"
     echo "loadgen:   $(ossl_in "$LOADGEN"); offers X25519 only, TLS 1.3 only"
     echo "pinning:   proxy on CPU $PROXY_CPU; loadgen + backend (nginx, 1 worker) on CPU $CLIENT_CPU; parked idle proxies: $([[ $PARK == 1 ]] && echo yes || echo no)"
-    echo "runs:      ROUNDS=$ROUNDS DURATION=${DURATION}s keepalive c=$CONCURRENCY, h2 c=$CONCURRENCY on $H2_CONNECTIONS connections, handshake c=$HANDSHAKE_CONCURRENCY, grpc c=$GRPC_CONCURRENCY on $GRPC_CONNECTIONS connections"
+    echo "runs:      ROUNDS=$ROUNDS DURATION=${DURATION}s keepalive c=$CONCURRENCY, h2 c=$CONCURRENCY on $H2_CONNECTIONS connections, handshake c=$HANDSHAKE_CONCURRENCY, grpc c=$GRPC_CONCURRENCY on $GRPC_CONNECTIONS connections${REQUEST_HEADERS:+; request headers +$REQUEST_HEADERS}"
 }
 
 # ---------------------------------------------------------------- go
@@ -632,7 +638,7 @@ instr_run() {
     callgrind_control -i on "$pid" >/dev/null && callgrind_control -z "$pid" >/dev/null
     local out dump
     out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --host "$HOST" --ca "$PKI/ca.pem" \
-        "${with_cert[@]}" --scenario keepalive --concurrency "$INSTR_CONCURRENCY" --duration "$1" --label "$t")
+        "${with_cert[@]}" "${header_args[@]}" --scenario keepalive --concurrency "$INSTR_CONCURRENCY" --duration "$1" --label "$t")
     callgrind_control -d "$pid" >/dev/null && callgrind_control -i off "$pid" >/dev/null
     dump=$(ls -t "$dir"/callgrind.out."$pid".* | head -1)
     echo "$(jnum requests "$out") $(sed -n 's/^summary: *//p' "$dump")"
