@@ -349,6 +349,21 @@ mod tests {
         assert!(size <= 800, "{size} bytes");
     }
 
+    /// Waits for the next request on a connection that sends nothing; asserts the wait ends
+    /// empty, `patience` after it began and not long after.
+    async fn wait_on_a_quiet_client(
+        app: &HeadDeadline<Nothing>,
+        stream: &mut Stream,
+        idle: Pin<&mut tokio::time::Sleep>,
+        stop: Pin<&mut Notified<'_>>,
+        patience: Duration,
+    ) {
+        let start = tokio::time::Instant::now();
+        assert!(app.first_bytes(stream, start + patience, idle, stop).await.is_none());
+        let waited = start.elapsed();
+        assert!(waited >= patience && waited < Duration::from_secs(3), "{waited:?}");
+    }
+
     #[tokio::test]
     async fn a_wait_for_the_next_request_ends_at_its_own_deadline_whatever_the_timer_was_set_to() {
         use tokio::io::AsyncWriteExt;
@@ -359,36 +374,19 @@ mod tests {
         let stop = app.stop.notified();
         let idle = tokio::time::sleep(Duration::from_millis(20));
         tokio::pin!(stop, idle);
-        let patience = |d: Duration| (Instant::now(), Instant::now() + d);
 
         // the connection's timer, set for an earlier wait, fires first: this wait goes on
-        let (start, until) = patience(Duration::from_millis(300));
-        assert!(app
-            .first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut())
-            .await
-            .is_none());
-        let waited = start.elapsed();
-        assert!(
-            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
-            "{waited:?}"
-        );
+        let patience = Duration::from_millis(300);
+        wait_on_a_quiet_client(&app, &mut stream, idle.as_mut(), stop.as_mut(), patience).await;
 
         // a timer set past this wait's deadline is brought forward
         idle.as_mut().reset(Instant::now() + Duration::from_secs(3600));
-        let (start, until) = patience(Duration::from_millis(100));
-        assert!(app
-            .first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut())
-            .await
-            .is_none());
-        let waited = start.elapsed();
-        assert!(
-            waited >= Duration::from_millis(100) && waited < Duration::from_secs(3),
-            "{waited:?}"
-        );
+        let patience = Duration::from_millis(100);
+        wait_on_a_quiet_client(&app, &mut stream, idle.as_mut(), stop.as_mut(), patience).await;
 
         // the first bytes of a request end the wait
         server.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
-        let (_, until) = patience(Duration::from_secs(30));
+        let until = Instant::now() + Duration::from_secs(30);
         let head = app.first_bytes(&mut stream, until, idle.as_mut(), stop.as_mut()).await;
         assert_eq!(head.as_deref(), Some(&b"GET / HTTP/1.1\r\n"[..]));
 

@@ -68,28 +68,7 @@ impl ClientStream {
             Err(_) => unreachable!("the type was checked above"),
         }
     }
-}
 
-impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let inner = &mut self.get_mut().inner;
-        if !super::has_buffered_input(inner.ssl()) {
-            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); LOOK];
-            let mut look = ReadBuf::uninit(&mut scratch);
-            let socket = inner.get_mut();
-            match Pin::new(&mut *socket).poll_read(cx, &mut look) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                // bytes go back for OpenSSL; the end of the stream is left for OpenSSL to
-                // find itself, so that it tells a close_notify from a cut connection
-                Poll::Ready(Ok(())) => socket.rewind(look.filled()),
-            }
-        }
-        Pin::new(inner).poll_read(cx, buf)
-    }
-}
-
-impl ClientStream {
     /// Sends what was gathered through OpenSSL, as one record when it fits in one.
     fn poll_send_gathered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.sent < self.gathered.len() {
@@ -132,6 +111,25 @@ impl ClientStream {
             taken += part.len();
         }
         Poll::Ready(Ok(taken))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let inner = &mut self.get_mut().inner;
+        if !super::has_buffered_input(inner.ssl()) {
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); LOOK];
+            let mut look = ReadBuf::uninit(&mut scratch);
+            let socket = inner.get_mut();
+            match Pin::new(&mut *socket).poll_read(cx, &mut look) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // bytes go back for OpenSSL; the end of the stream is left for OpenSSL to
+                // find itself, so that it tells a close_notify from a cut connection
+                Poll::Ready(Ok(())) => socket.rewind(look.filled()),
+            }
+        }
+        Pin::new(inner).poll_read(cx, buf)
     }
 }
 
