@@ -30,6 +30,8 @@
 #   PG_THREADS=1 phasegate --threads
 #   REQUEST_HEADERS=""  more headers on every HTTP/1.1 request, NAME:VALUE separated by spaces
 #                (requests carry only Host and User-Agent otherwise), e.g. "accept:*/*"
+#   PGO=1        phasegate as it ships: built by deploy/pgo-build.sh (target/pgo/phasegate);
+#                PGO=0: the plain production profile (target/production/phasegate)
 #   SKIP_BUILD=0 SKIP_INSTALL=0 WORKDIR=(mktemp) KEEP=0 (keep WORKDIR on exit)
 #   HOLD=0       1: start everything, run the sanity checks, print how to poke it, wait for ^C
 #   ports: BACKEND_PORT=8080 NGINX_PORT=9443 HAPROXY_PORT=10443 TRAEFIK_PORT=11443 CADDY_PORT=12443
@@ -83,7 +85,13 @@ PG_ADMIN_PORT=${PG_ADMIN_PORT:-9901}
 HOST=bench.local
 SPIFFE_ID="spiffe://$HOST/ns/load/sa/client"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-PHASEGATE=${PHASEGATE:-$TARGET_DIR/production/phasegate}
+# PGO=1: the profile-guided build that ships (deploy/pgo-build.sh); 0: the plain production profile
+PGO=${PGO:-1}
+if [[ $PGO == 1 ]]; then
+    PHASEGATE=${PHASEGATE:-$TARGET_DIR/pgo/phasegate}
+else
+    PHASEGATE=${PHASEGATE:-$TARGET_DIR/production/phasegate}
+fi
 LOADGEN=$TARGET_DIR/release/examples/loadgen
 GRPC_BACKEND=$TARGET_DIR/release/examples/grpc_backend
 
@@ -96,7 +104,7 @@ die() {
 # ---------------------------------------------------------------- prerequisites
 need_install=()
 command -v nginx >/dev/null || need_install+=(nginx)
-command -v haproxy >/dev/null || need_install+=(haproxy)
+if [[ " $TARGETS " == *" haproxy "* ]]; then command -v haproxy >/dev/null || need_install+=(haproxy); fi
 command -v openssl >/dev/null || need_install+=(openssl)
 command -v taskset >/dev/null || need_install+=(util-linux)
 if [[ " $SCENARIOS " == *" instructions "* ]]; then
@@ -144,7 +152,10 @@ command -v cargo >/dev/null || die "cargo not found"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(nproc) >= 2)) || log "warning: $(nproc) CPU(s); the proxy and the client will share a core"
 
-if [[ $SKIP_BUILD != 1 ]]; then
+if [[ $SKIP_BUILD != 1 && $PGO == 1 ]]; then
+    log "building phasegate as it ships (deploy/pgo-build.sh: production profile, profile-guided) and loadgen ..."
+    "$ROOT/deploy/pgo-build.sh"
+elif [[ $SKIP_BUILD != 1 ]]; then
     log "building phasegate (production profile: release + LTO) and loadgen (release) ..."
     (cd "$ROOT" && cargo build --profile production --bin phasegate >&2 &&
         cargo build --release --example loadgen --example grpc_backend >&2)
@@ -293,12 +304,14 @@ start_all() {
     wait_port "$NGINX_PORT" "$pid" "nginx"
     PIDS_OF[nginx]=$(nginx_pids "$pid")
 
-    haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config check failed"
-    taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/stdout.log" 2>&1 &
-    pid=$!
-    STARTED_PIDS+=("$pid")
-    wait_port "$HAPROXY_PORT" "$pid" "haproxy"
-    PIDS_OF[haproxy]="$pid $(child_pids "$pid")"
+    if [[ " $TARGETS " == *" haproxy "* ]]; then
+        haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config check failed"
+        taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/stdout.log" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        wait_port "$HAPROXY_PORT" "$pid" "haproxy"
+        PIDS_OF[haproxy]="$pid $(child_pids "$pid")"
+    fi
 
     if [[ " $TARGETS " == *" traefik "* ]]; then
         mkdir -p "$WORK/traefik"
@@ -353,8 +366,8 @@ start_all() {
     done
 }
 
-PROXIES="nginx haproxy pg-off pg-audit pg-enforce"
-for peer in traefik caddy; do [[ " $TARGETS " == *" $peer "* ]] && PROXIES+=" $peer"; done
+PROXIES="nginx pg-off pg-audit pg-enforce"
+for peer in haproxy traefik caddy; do [[ " $TARGETS " == *" $peer "* ]] && PROXIES+=" $peer"; done
 ACTIVE=""
 # Resume the target's proxy, park the others (PARK=1). The backend always runs.
 activate() {
@@ -433,7 +446,7 @@ machine_info() {
     echo "machine:   $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
     echo "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average before the run)"
     echo "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -i -m1 'openssl' | sed 's/^built with //')"
-    echo "haproxy:   $(haproxy -v | head -1 | sed 's/^HAProxy version //'); $(haproxy -vv | grep -i 'OpenSSL version' | sed 's/ *: */ /' | paste -sd';' | sed 's/;/; /g')"
+    [[ -n ${PIDS_OF[haproxy]:-} ]] && echo "haproxy:   $(haproxy -v | head -1 | sed 's/^HAProxy version //'); $(haproxy -vv | grep -i 'OpenSSL version' | sed 's/ *: */ /' | paste -sd';' | sed 's/;/; /g')"
     [[ -n ${PIDS_OF[traefik]:-} ]] && echo "traefik:   $("$TRAEFIK" version | sed -n 's/^Version: *//p'), $("$TRAEFIK" version | sed -n 's/^Go version: *//p'); GOMAXPROCS=1"
     [[ -n ${PIDS_OF[caddy]:-} ]] && echo "caddy:     $("$CADDY" version | cut -d' ' -f1); GOMAXPROCS=1"
     local rev
