@@ -452,7 +452,7 @@ machine_info() {
     local rev
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
     git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev+dirty"
-    echo "phasegate: $rev, threads=$PG_THREADS; $(ossl_in "$PHASEGATE") (static)"
+    echo "phasegate: $rev, threads=$PG_THREADS, ${PHASEGATE#"$ROOT"/}; $(ossl_in "$PHASEGATE") (static)"
     echo "loadgen:   $(ossl_in "$LOADGEN"); offers X25519 only, TLS 1.3 only"
     echo "pinning:   proxy on CPU $PROXY_CPU; loadgen + backend (nginx, 1 worker) on CPU $CLIENT_CPU; parked idle proxies: $([[ $PARK == 1 ]] && echo yes || echo no)"
     echo "runs:      ROUNDS=$ROUNDS DURATION=${DURATION}s keepalive c=$CONCURRENCY, h2 c=$CONCURRENCY on $H2_CONNECTIONS connections, handshake c=$HANDSHAKE_CONCURRENCY, grpc c=$GRPC_CONCURRENCY on $GRPC_CONNECTIONS connections${REQUEST_HEADERS:+; request headers +$REQUEST_HEADERS}"
