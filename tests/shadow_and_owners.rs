@@ -307,17 +307,21 @@ fn device(pki: &TestPki, uri: &str, lifetime_days: i64, days_left: i64) -> Clien
     pki.issue(&spec)
 }
 
-async fn owners_with_renewals(gw: &TestGateway, route: &str, n: usize) -> serde_json::Value {
-    let mut v = serde_json::Value::Null;
-    for _ in 0..200 {
-        v = gw.admin_get(&format!("/api/routes/{route}/owners")).await.1;
-        let count: usize = v["groups"]
+/// The owners view once it lists `renewals` certificates to renew and `rejections` rejected
+/// clients: both are recorded off the request path, so either may land after the other.
+async fn owners_listing(gw: &TestGateway, route: &str, renewals: usize, rejections: usize) -> serde_json::Value {
+    let count = |v: &serde_json::Value, list: &str| -> usize {
+        v["groups"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|g| g["renewals"].as_array().map_or(0, Vec::len))
-            .sum();
-        if count >= n {
+            .map(|g| g[list].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    let mut v = serde_json::Value::Null;
+    for _ in 0..200 {
+        v = gw.admin_get(&format!("/api/routes/{route}/owners")).await.1;
+        if count(&v, "renewals") >= renewals && count(&v, "clients") >= rejections {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -368,7 +372,7 @@ routes:
     }
     assert_eq!(get(&gw, &pki, Some(foreign), "/").await, 403);
 
-    let v = owners_with_renewals(&gw, "portal", 2).await;
+    let v = owners_listing(&gw, "portal", 2, 1).await;
     assert_eq!(v["renewal_window_secs"], 14 * 86_400);
     let renewals = |v: &serde_json::Value, team: &str| -> Vec<String> {
         v["groups"]
