@@ -17,11 +17,19 @@ routes:
     mtls: { mode: audit, trust: internal, allow: [{ uri_prefix: "spiffe://test.example/ns/prod/" }] }
 "#;
 
-async fn wait_for_clients(gw: &TestGateway, n: usize) -> serde_json::Value {
+/// The rejections view once it counts `rejections` requests in all: recording is off the
+/// request path, so a client can be listed before its second rejection lands.
+async fn wait_for_rejections(gw: &TestGateway, rejections: u64) -> serde_json::Value {
     let mut v = serde_json::Value::Null;
     for _ in 0..200 {
         v = gw.admin_get("/api/routes/orders/rejections").await.1;
-        if v["clients"].as_array().map_or(0, |c| c.len()) >= n {
+        let counted: u64 = v["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum();
+        if counted >= rejections {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -45,7 +53,7 @@ async fn a_restart_keeps_the_audit_history_readiness_and_overrides() {
             assert_eq!(c.get("api.test", "/").await.status, 200);
         }
     }
-    let before = wait_for_clients(&gw, 3).await;
+    let before = wait_for_rejections(&gw, 6).await;
     gw.admin_post(
         "/api/routes/orders/mode",
         serde_json::json!({"mode": "soft-fail", "reason": "trying"}),
