@@ -20,21 +20,17 @@ routes:
 /// The rejections view once it counts `rejections` requests in all: recording is off the
 /// request path, so a client can be listed before its second rejection lands.
 async fn wait_for_rejections(gw: &TestGateway, rejections: u64) -> serde_json::Value {
-    let mut v = serde_json::Value::Null;
-    for _ in 0..200 {
-        v = gw.admin_get("/api/routes/orders/rejections").await.1;
-        let counted: u64 = v["clients"]
+    let counted = |v: &serde_json::Value| -> u64 {
+        v["clients"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|c| c["count"].as_u64().unwrap_or(0))
-            .sum();
-        if counted >= rejections {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    v
+            .sum()
+    };
+    gw.admin_get_until("/api/routes/orders/rejections", |v| counted(v) >= rejections)
+        .await
+        .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,17 +17,13 @@ async fn get(gw: &TestGateway, pki: &TestPki, cert: Option<ClientCert>, path: &s
 
 /// Polls the shadow view until it holds `n` records in total.
 async fn shadow_view(gw: &TestGateway, route: &str, n: usize) -> serde_json::Value {
-    let mut v = serde_json::Value::Null;
-    for _ in 0..200 {
-        v = gw.admin_get(&format!("/api/routes/{route}/shadow?window=1h")).await.1;
-        let count = v["newly_rejected_clients"].as_array().map_or(0, Vec::len)
-            + v["newly_passed_clients"].as_array().map_or(0, Vec::len);
-        if count >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    v
+    let count = |v: &serde_json::Value| {
+        v["newly_rejected_clients"].as_array().map_or(0, Vec::len)
+            + v["newly_passed_clients"].as_array().map_or(0, Vec::len)
+    };
+    gw.admin_get_until(&format!("/api/routes/{route}/shadow?window=1h"), |v| count(v) >= n)
+        .await
+        .1
 }
 
 fn names(v: &serde_json::Value) -> Vec<String> {
@@ -213,20 +209,7 @@ routes:
     }
     get(&gw, &pki, Some(intruder_from_elsewhere), "/").await;
     get(&gw, &pki, pki.client(ClientKind::Good), "/").await;
-    let mut groups = serde_json::Value::Null;
-    for _ in 0..200 {
-        groups = gw.admin_get("/api/routes/orders/owners").await.1;
-        let n: usize = groups["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g["clients"].as_array().unwrap().len())
-            .sum();
-        if n == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let groups = owners_listing(&gw, "orders", 0, 3).await;
     let teams: Vec<&str> = groups["groups"]
         .as_array()
         .unwrap()
@@ -318,15 +301,10 @@ async fn owners_listing(gw: &TestGateway, route: &str, renewals: usize, rejectio
             .map(|g| g[list].as_array().map_or(0, Vec::len))
             .sum()
     };
-    let mut v = serde_json::Value::Null;
-    for _ in 0..200 {
-        v = gw.admin_get(&format!("/api/routes/{route}/owners")).await.1;
-        if count(&v, "renewals") >= renewals && count(&v, "clients") >= rejections {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    v
+    let listed = |v: &serde_json::Value| count(v, "renewals") >= renewals && count(v, "clients") >= rejections;
+    gw.admin_get_until(&format!("/api/routes/{route}/owners"), listed)
+        .await
+        .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

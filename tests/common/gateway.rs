@@ -124,17 +124,31 @@ impl TestGateway {
         self.admin_get("/api/config").await.1["generation"].as_u64().unwrap()
     }
 
-    /// Waits until the config generation reaches `n` (file-change reloads are asynchronous).
-    pub async fn wait_for_generation(&self, n: u64) -> serde_json::Value {
-        let mut status = serde_json::Value::Null;
+    /// GETs `path` until `done` holds for the body (for up to 5 s), and returns the last
+    /// answer either way, for the caller's assertion to show. For what the gateway records
+    /// or reloads off the request path.
+    pub async fn admin_get_until(
+        &self,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> (u16, serde_json::Value) {
+        let mut reply = (0, serde_json::Value::Null);
         for _ in 0..200 {
-            status = self.admin_get("/api/config").await.1;
-            if status["generation"].as_u64() >= Some(n) {
-                return status;
+            reply = self.admin_get(path).await;
+            if done(&reply.1) {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("generation {n} never came: {status}");
+        reply
+    }
+
+    /// Waits until the config generation reaches `n` (file-change reloads are asynchronous).
+    pub async fn wait_for_generation(&self, n: u64) -> serde_json::Value {
+        let reached = |status: &serde_json::Value| status["generation"].as_u64() >= Some(n);
+        let (_, status) = self.admin_get_until("/api/config", reached).await;
+        assert!(reached(&status), "generation {n} never came: {status}");
+        status
     }
 
     pub fn stop(mut self) {
