@@ -169,20 +169,18 @@ async fn grpc_over_h2c_works_in_every_mode_and_refusals_are_grpc_statuses() {
         );
     }
     // the audit record names the gRPC method of each would-be-rejected client
-    let mut methods = Vec::new();
-    for _ in 0..100 {
-        let (_, body) = gw.admin_get("/api/routes/echo-audit/rejections").await;
-        methods = body["clients"]
+    let methods_of = |body: &serde_json::Value| -> Vec<String> {
+        body["clients"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|c| c["grpc_method"].as_str().map(str::to_string))
-            .collect();
-        if methods.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .collect()
+    };
+    let (_, body) = gw
+        .admin_get_until("/api/routes/echo-audit/rejections", |b| methods_of(b).len() >= 2)
+        .await;
+    let methods = methods_of(&body);
     assert_eq!(methods.len(), 2, "{methods:?}");
     assert!(
         methods

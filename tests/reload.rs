@@ -77,14 +77,7 @@ async fn a_broken_change_never_takes_effect_and_its_error_is_shown() {
         "  - name: orders\n    match: { host: api.test, path_prefix: /orders }\n    colour: blue",
     );
     save_policy(&pki, &gw, &broken);
-    let mut status = serde_json::Value::Null;
-    for _ in 0..200 {
-        status = gw.admin_get("/api/config").await.1;
-        if !status["last_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (_, status) = gw.admin_get_until("/api/config", |s| !s["last_error"].is_null()).await;
     let problem = &status["last_error"]["problems"][0];
     assert!(
         problem["file"].as_str().unwrap().ends_with("policies/gateway.yaml"),
@@ -336,14 +329,7 @@ async fn editor_saves_configmap_swaps_and_deleted_files_each_end_in_the_expected
 
     // 4. deleting the file with the listener makes the config invalid: generation stays
     std::fs::remove_file(pki.path("policies/gateway.yaml")).unwrap();
-    let mut status = serde_json::Value::Null;
-    for _ in 0..200 {
-        status = gw.admin_get("/api/config").await.1;
-        if !status["last_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (_, status) = gw.admin_get_until("/api/config", |s| !s["last_error"].is_null()).await;
     assert_eq!(status["generation"], 5, "{status}");
     assert_eq!(
         anonymous(&gw, &pki).await.get("api.test", "/payments").await.status,
@@ -351,13 +337,8 @@ async fn editor_saves_configmap_swaps_and_deleted_files_each_end_in_the_expected
         "last good config serves"
     );
     std::fs::write(pki.path("policies/gateway.yaml"), &base).unwrap();
-    let status = gw.wait_for_generation(5).await;
-    for _ in 0..200 {
-        if gw.admin_get("/api/config").await.1["last_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (_, status) = gw.admin_get_until("/api/config", |s| s["last_error"].is_null()).await;
+    assert!(status["last_error"].is_null(), "the restored file is read: {status}");
     assert_eq!(
         status["generation"], 5,
         "restoring the same content is no new generation"

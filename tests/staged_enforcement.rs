@@ -72,14 +72,11 @@ routes:
         format!("uri:{}", common::pki::NOT_ALLOWED_URI)
     );
     // exempt clients are recorded as exempt and do not count against readiness
-    let mut records = serde_json::Value::Null;
-    for _ in 0..100 {
-        records = gw.admin_get("/api/routes/current/rejections?verdict=all").await.1;
-        if records["clients"].as_array().map_or(0, |c| c.len()) >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, records) = gw
+        .admin_get_until("/api/routes/current/rejections?verdict=all", |r| {
+            r["clients"].as_array().map_or(0, |c| c.len()) >= 3
+        })
+        .await;
     let verdicts: Vec<&str> = records["clients"]
         .as_array()
         .unwrap()
@@ -146,14 +143,9 @@ routes:
     for _ in 0..6 {
         assert_eq!(client.get("api.test", "/").await.status, 403);
     }
-    let mut route = serde_json::Value::Null;
-    for _ in 0..150 {
-        route = gw.admin_get("/api/routes/fragile").await.1;
-        if route["mode"] == "audit" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, route) = gw
+        .admin_get_until("/api/routes/fragile", |r| r["mode"] == "audit")
+        .await;
     assert_eq!(route["mode"], "audit", "{route}");
     assert_eq!(route["override"]["kind"], "auto_rollback");
     let reason = route["override"]["reason"].as_str().unwrap();

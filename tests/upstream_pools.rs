@@ -159,27 +159,13 @@ async fn health_checks_take_a_backend_out_after_the_unhealthy_threshold_and_back
     let gw = TestGateway::start(&pki, &pool_route(&[&a, &b], extra)).await;
     let health = |route: &serde_json::Value, addr: SocketAddr| backend_entry(route, addr)["healthy"].as_bool().unwrap();
     b.control.unhealthy.store(true, Ordering::Relaxed);
-    let mut flipped = false;
-    for _ in 0..100 {
-        if !health(&gw.admin_get("/api/routes/pool").await.1, b.addr) {
-            flipped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(flipped, "b never marked unhealthy");
+    let (_, route) = gw.admin_get_until("/api/routes/pool", |r| !health(r, b.addr)).await;
+    assert!(!health(&route, b.addr), "b never marked unhealthy: {route}");
     let seen = spread(&gw, &pki, 12, "/").await;
     assert_eq!(seen.get("b"), None, "unhealthy backends get no traffic: {seen:?}");
     b.control.unhealthy.store(false, Ordering::Relaxed);
-    let mut back = false;
-    for _ in 0..100 {
-        if health(&gw.admin_get("/api/routes/pool").await.1, b.addr) {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(back, "b never came back");
+    let (_, route) = gw.admin_get_until("/api/routes/pool", |r| health(r, b.addr)).await;
+    assert!(health(&route, b.addr), "b never came back: {route}");
     assert!(spread(&gw, &pki, 12, "/").await.contains_key("b"));
     // with every backend unhealthy, clients get a clear 503
     a.control.unhealthy.store(true, Ordering::Relaxed);
