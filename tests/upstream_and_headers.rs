@@ -199,3 +199,60 @@ routes:
         }
     }
 }
+
+/// Hop-by-hop fields, and those `Connection` nominates, end at the gateway (RFC 9110 §7.6.1)
+/// whichever one alone a request carries; everything else reaches the backend as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_end_at_the_gateway_one_by_one() {
+    let pki = TestPki::new();
+    let gw = TestGateway::start(&pki, ROUTES).await;
+    let cases: [(&str, &[&str]); 10] = [
+        ("", &[]),
+        ("Connection: x-nominated\r\n", &["connection", "x-nominated"]),
+        (
+            "Connection: keep-alive, X-Nominated\r\n",
+            &["connection", "x-nominated"],
+        ),
+        ("Keep-Alive: timeout=5\r\n", &["keep-alive"]),
+        ("Proxy-Connection: keep-alive\r\n", &["proxy-connection"]),
+        ("Proxy-Authenticate: Basic\r\n", &["proxy-authenticate"]),
+        ("Proxy-Authorization: Basic Zm9vOmJhcg==\r\n", &["proxy-authorization"]),
+        ("TE: trailers\r\n", &["te"]),
+        ("Trailer: x-checksum\r\n", &["trailer"]),
+        (
+            "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+            &["upgrade", "http2-settings"],
+        ),
+    ];
+    for (fields, stripped) in cases {
+        // No `Connection: close` on the request under test (it would be a hop-by-hop field
+        // of its own): a second, pipelined request closes the connection.
+        let request = format!(
+            "GET /off HTTP/1.1\r\nHost: api.test\r\n{fields}X-Nominated: secret\r\nX-Keep-Me: yes\r\n\r\n\
+             GET /off HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"
+        );
+        let response = common::client::raw_exchange(gw.addr, pki.root_pem(), "api.test", request.as_bytes())
+            .await
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{fields:?}: {response}");
+        // the first answer's body, chunked or not: the JSON object that starts a line
+        let body = &response[response.find("\r\n{").unwrap() + 2..];
+        let seen: serde_json::Value = serde_json::Deserializer::from_str(body)
+            .into_iter()
+            .next()
+            .unwrap()
+            .unwrap();
+        let headers = &seen["headers"];
+        for name in stripped {
+            assert!(
+                headers.get(name).is_none(),
+                "{fields:?}: {name} reached the backend: {headers}"
+            );
+        }
+        assert_eq!(headers["x-keep-me"][0], "yes", "{fields:?}: {headers}");
+        assert_eq!(headers["host"][0], "api.test", "{fields:?}: {headers}");
+        if !stripped.contains(&"x-nominated") {
+            assert_eq!(headers["x-nominated"][0], "secret", "{fields:?}: {headers}");
+        }
+    }
+}

@@ -28,6 +28,28 @@ fn is_identity_header(name: &str) -> bool {
         && (IDENTITY_HEADERS.iter().any(|h| equals(h)) || IDENTITY_PREFIXES.iter().any(|p| starts_with(p)))
 }
 
+/// Whether the request carries a field that Pingora's standard forwarding policy strips or
+/// rewrites: the hop-by-hop fields (RFC 9110 §7.6.1), the upgrade fields, and `Connection`,
+/// the only way to nominate more. Most requests carry none, and for them that policy's dozen
+/// map lookups change nothing; one pass over the names costs a few per header.
+pub fn carries_hop_by_hop_fields(req: &RequestHeader) -> bool {
+    req.headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "http2-settings"
+        )
+    })
+}
+
 /// Removes every client-supplied identity header. Allocates only when there is one.
 pub fn strip_identity_headers(req: &mut RequestHeader) {
     let found: Vec<http::HeaderName> = req
@@ -117,6 +139,42 @@ mod tests {
         assert!(anonymous.headers.get(XFCC).is_none());
         assert_eq!(anonymous.headers.get(VERDICT).unwrap(), "unauthenticated");
         assert_eq!(anonymous.uri.to_string(), "/");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_found_in_any_case_and_position() {
+        let plain = |names: &[&str]| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for name in names {
+                req.append_header(name.to_string(), "1").unwrap();
+            }
+            carries_hop_by_hop_fields(&req)
+        };
+        assert!(!plain(&[]));
+        assert!(!plain(&[
+            "Host",
+            "User-Agent",
+            "Accept",
+            "x-forwarded-client-cert",
+            "content-length"
+        ]));
+        for field in [
+            "Connection",
+            "keep-alive",
+            "Proxy-Connection",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+            "TE",
+            "trailer",
+            "Transfer-Encoding",
+            "upgrade",
+            "HTTP2-Settings",
+        ] {
+            assert!(plain(&["Host", "Accept", field]), "{field}");
+            assert!(plain(&[field, "Host"]), "{field}");
+        }
+        // a name that only starts like one is not one
+        assert!(!plain(&["te-x", "connection-id", "upgrade-insecure-requests"]));
     }
 
     #[test]

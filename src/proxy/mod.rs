@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora_http::RequestHeader;
 
 use crate::audit::{renewal_due, Recorder, RejectionEvent};
@@ -22,6 +23,7 @@ use crate::tls::{ConnectionTls, PeerCertificate};
 use crate::upstream::Chosen;
 pub use decide::{decide_request, RequestDecision};
 pub use head_deadline::HeadDeadline;
+use headers::carries_hop_by_hop_fields;
 pub use headers::{prepare_upstream_request, strip_identity_headers};
 pub use in_flight::{InFlight, InFlightGuard};
 pub use respond::Refusal;
@@ -231,7 +233,7 @@ impl ProxyHttp for MtlsProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let (Some(snapshot), Some(route)) = (&ctx.snapshot, ctx.route) else {
             return Error::e_explain(InternalError, "no route decided before upstream selection");
         };
@@ -271,6 +273,11 @@ impl ProxyHttp for MtlsProxy {
         let read = if ctx.streaming { t.stream_idle } else { t.read };
         peer.options.read_timeout = Some(read);
         peer.options.write_timeout = Some(t.write);
+        // With nothing to strip, the policy that strips nothing forwards the same request,
+        // without Pingora's dozen map lookups for fields that are not there.
+        if !carries_hop_by_hop_fields(session.req_header()) {
+            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
+        }
         ctx.backend = Some(chosen);
         Ok(Box::new(peer))
     }
