@@ -273,8 +273,8 @@ impl ProxyHttp for MtlsProxy {
         let read = if ctx.streaming { t.stream_idle } else { t.read };
         peer.options.read_timeout = Some(read);
         peer.options.write_timeout = Some(t.write);
-        // With nothing to strip, the policy that strips nothing forwards the same request,
-        // without Pingora's dozen map lookups for fields that are not there.
+        // nothing to strip: the same request, without the standard policy's lookups
+        // (see carries_hop_by_hop_fields)
         if !carries_hop_by_hop_fields(session.req_header()) {
             peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         }
