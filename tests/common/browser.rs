@@ -40,14 +40,6 @@ async fn launch(width: u32, height: u32, flags: &[String], mobile: bool) -> Driv
         std::path::Path::new(&driver).exists() && std::path::Path::new(&chromium).exists(),
         "browser tests need Chromium and ChromeDriver: apt-get install chromium chromium-driver (or set CHROMIUM and CHROMEDRIVER)"
     );
-    let port = free_port();
-    let process = Command::new(&driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let profile = tempfile::tempdir().unwrap();
     let mut args: Vec<String> = [
         "--headless=new",
@@ -63,25 +55,70 @@ async fn launch(width: u32, height: u32, flags: &[String], mobile: bool) -> Driv
     .map(|a| a.to_string())
     .collect();
     args.push(format!("--window-size={width},{height}"));
-    args.push(format!("--user-data-dir={}", profile.path().display()));
     args.extend(flags.iter().cloned());
-    let mut options = serde_json::json!({ "binary": chromium, "args": args });
-    if mobile {
-        options["mobileEmulation"] =
-            serde_json::json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2.0 } });
-    }
-    let caps = serde_json::json!({ "browserName": "chrome", "goog:chromeOptions": options });
-    let caps = caps.as_object().unwrap().clone().into_iter().collect();
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session");
-    Driver {
-        process,
-        browser: Some(browser),
-        _profile: profile,
+    // each attempt its own Chromium profile: one a dropped attempt left running keeps its lock
+    let caps_for = |attempt: u32| -> fantoccini::wd::Capabilities {
+        let mut args = args.clone();
+        args.push(format!(
+            "--user-data-dir={}",
+            profile.path().join(format!("chromium-{attempt}")).display()
+        ));
+        let mut options = serde_json::json!({ "binary": chromium, "args": args });
+        if mobile {
+            options["mobileEmulation"] =
+                serde_json::json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2.0 } });
+        }
+        let caps = serde_json::json!({ "browserName": "chrome", "goog:chromeOptions": options });
+        caps.as_object().unwrap().clone().into_iter().collect()
+    };
+    let log = profile.path().join("chromedriver.log");
+    // On a cold machine (CI's) a chromedriver has been seen to drop the connection of its
+    // first session request while nine others start beside it: a connection that fails
+    // before any answer gets a fresh chromedriver, twice at most. An answer that refuses
+    // the session is not retried.
+    let mut attempt = 1;
+    loop {
+        let port = free_port();
+        let mut process = Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps_for(attempt))
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(browser) => {
+                return Driver {
+                    process,
+                    browser: Some(browser),
+                    _profile: profile,
+                }
+            }
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                let dropped = matches!(
+                    e,
+                    fantoccini::error::NewSessionError::Lost(_) | fantoccini::error::NewSessionError::FailedC(_)
+                );
+                if !dropped || attempt == 3 {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    panic!(
+                        "a WebDriver session (attempt {attempt}): {e:?}\nchromedriver's log, last lines first:\n{}",
+                        tail.join("\n")
+                    );
+                }
+                eprintln!("chromedriver dropped the session request ({e}); starting another");
+                attempt += 1;
+            }
+        }
     }
 }
 
