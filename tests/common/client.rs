@@ -233,6 +233,20 @@ pub async fn get_once(addr: SocketAddr, opts: &ClientOptions, host: &str, path: 
     c.get(host, path).await
 }
 
+/// What the echo backend saw of the first request, from a raw exchange's first answer
+/// (chunked or not): the JSON object that starts its body.
+pub fn first_echo(response: &str) -> serde_json::Value {
+    let body = response
+        .find("\r\n{")
+        .map(|at| &response[at + 2..])
+        .unwrap_or_else(|| panic!("no JSON body in: {response}"));
+    serde_json::Deserializer::from_str(body)
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("the body is not the echo's JSON: {response}"))
+}
+
 /// Sends raw bytes over a fresh TLS connection and returns what came back (until the server
 /// closes or 3 s pass) — for requests no well-behaved client library would send.
 pub async fn raw_exchange(addr: SocketAddr, ca_pem: &str, sni: &str, request: &[u8]) -> Result<String, String> {
