@@ -157,7 +157,7 @@ impl ProxyHttp for MtlsProxy {
         // A request sent before the previous answer arrived is served after it, in order
         // (RFC 9112 §9.3.2), instead of turning the one in progress into a 400. Each goes
         // through this filter on its own; framing that two parties could read differently
-        // already closes the connection (see decide::check_framing).
+        // already closes the connection (see decide::read_head).
         session.set_pipelining_enabled(true);
         let snapshot = self.snapshot.load_full();
         let conn: Option<&ConnectionTls> = session
