@@ -660,8 +660,8 @@ instr_run() {
 INSTR_SUMMARY=""
 if [[ " $SCENARIOS " == *" instructions "* ]]; then
     log "instructions: each phasegate target under callgrind, keep-alive, $INSTR_CONCURRENCY connections ..."
-    INSTR_SUMMARY=$(printf '\n== instructions: user-space instructions per keep-alive request under callgrind (%d connections; %s s and %s s runs differenced) ==\n%-12s %12s %10s %9s\n' \
-        "$INSTR_CONCURRENCY" "$INSTR_SHORT" "$INSTR_LONG" target "instr/req" requests "vs off")
+    INSTR_SUMMARY=$(printf '\n== instructions: user-space instructions per keep-alive request under callgrind (%d connections; %s s and %s s runs differenced) ==\n%-12s %12s %10s %9s %9s\n' \
+        "$INSTR_CONCURRENCY" "$INSTR_SHORT" "$INSTR_LONG" target "instr/req" requests "vs off" "more")
     off_ir=""
     for t in $TARGETS; do
         [[ $t == pg-* ]] || continue
@@ -683,10 +683,12 @@ if [[ " $SCENARIOS " == *" instructions "* ]]; then
         per=$(((i2 - i1) / (n2 - n1)))
         [[ $t == pg-off ]] && off_ir=$per
         ratio=$(awk -v p="$per" -v o="${off_ir:-0}" 'BEGIN { if (o > 0) printf "%+.1f%%", 100 * (p / o - 1); else print "-" }')
+        more=-
+        [[ -n $off_ir ]] && more=$(printf '%+d' "$((per - off_ir))")
         log "  instructions $t: $per per request ($((n2 - n1)) requests)"
-        INSTR_SUMMARY+=$(printf '\n%-12s %12d %10d %9s' "$t" "$per" "$((n2 - n1))" "$ratio")
+        INSTR_SUMMARY+=$(printf '\n%-12s %12d %10d %9s %9s' "$t" "$per" "$((n2 - n1))" "$ratio" "$more")
     done
-    INSTR_SUMMARY+=$'\n'"vs off: against pg-off's row, only if pg-off ran first (TARGETS order)."
+    INSTR_SUMMARY+=$'\n'"vs off, more: against pg-off's row (share and instructions per request), only if pg-off ran first (TARGETS order)."
 fi
 
 if ((WARMUP > 0)); then
