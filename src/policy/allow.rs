@@ -18,11 +18,12 @@ pub enum AllowEntry {
 
 impl AllowEntry {
     pub fn matches(&self, id: &Identity) -> bool {
-        let precise = |s: &&String| !s.contains('*');
+        // a wildcard SAN never matches; looked for only in a SAN that would
+        let precise = |s: &String| !s.contains('*');
         match self {
-            AllowEntry::Uri(want) => id.uris.iter().filter(precise).any(|u| u == want),
-            AllowEntry::UriPrefix(p) => id.uris.iter().filter(precise).any(|u| u.starts_with(p.as_str())),
-            AllowEntry::Dns(want) => id.dns.iter().filter(precise).any(|d| d.eq_ignore_ascii_case(want)),
+            AllowEntry::Uri(want) => id.uris.iter().any(|u| u == want && precise(u)),
+            AllowEntry::UriPrefix(p) => id.uris.iter().any(|u| u.starts_with(p.as_str()) && precise(u)),
+            AllowEntry::Dns(want) => id.dns.iter().any(|d| d.eq_ignore_ascii_case(want) && precise(d)),
             AllowEntry::Ip(want) => id.ips.contains(want),
             AllowEntry::Email(want) => id.emails.iter().any(|e| e.eq_ignore_ascii_case(want)),
         }
@@ -112,6 +113,13 @@ mod tests {
         assert_eq!(list.check(&id(&[], &["*.prod.svc"])), Err(Reason::WildcardSan));
         let list = AllowList(vec![AllowEntry::Dns("*.prod.svc".into())]);
         assert_eq!(list.check(&id(&[], &["*.prod.svc"])), Err(Reason::WildcardSan));
+        let list = AllowList(vec![AllowEntry::Uri("spiffe://corp/*".into())]);
+        assert_eq!(list.check(&id(&["spiffe://corp/*"], &[])), Err(Reason::WildcardSan));
+        let list = AllowList(vec![AllowEntry::UriPrefix("spiffe://corp/".into())]);
+        assert_eq!(list.check(&id(&["spiffe://corp/*"], &[])), Err(Reason::WildcardSan));
+        // a precise SAN beside a wildcard one still matches
+        let list = AllowList(vec![AllowEntry::Dns("billing.prod.svc".into())]);
+        assert_eq!(list.check(&id(&[], &["*.prod.svc", "billing.prod.svc"])), Ok(()));
     }
 
     #[test]
