@@ -239,15 +239,11 @@ async fn hop_by_hop_fields_end_at_the_gateway_one_by_one() {
         let headers = &seen["headers"];
         // exactly what was sent and not stripped, and the gateway's verdict: nothing added
         let got: std::collections::BTreeSet<&str> = headers.as_object().unwrap().keys().map(String::as_str).collect();
-        let sent = fields
-            .split("\r\n")
-            .filter_map(|f| f.split_once(':'))
-            .map(|(n, _)| n.to_ascii_lowercase());
-        let mut want: std::collections::BTreeSet<String> = sent
-            .chain(["host", "x-nominated", "x-keep-me", "x-mtls-verdict"].map(String::from))
+        let want: std::collections::BTreeSet<&str> = ["host", "x-nominated", "x-keep-me", "x-mtls-verdict"]
+            .into_iter()
+            .filter(|name| !stripped.contains(name))
             .collect();
-        want.retain(|name| !stripped.contains(&name.as_str()));
-        assert_eq!(got, want.iter().map(String::as_str).collect(), "{fields:?}: {headers}");
+        assert_eq!(got, want, "{fields:?}: {headers}");
         assert_eq!(headers["x-keep-me"][0], "yes", "{fields:?}: {headers}");
         assert_eq!(headers["host"][0], "api.test", "{fields:?}: {headers}");
         if !stripped.contains(&"x-nominated") {

@@ -22,7 +22,7 @@ pub struct Answer<'a> {
 }
 
 /// Why the gateway answers instead of the backend.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Forbidden(Reason),
     NoRoute,

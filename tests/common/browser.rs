@@ -78,15 +78,7 @@ async fn launch(width: u32, height: u32, flags: &[String], mobile: bool) -> Driv
     // the session is not retried.
     let mut attempt = 1;
     loop {
-        let port = free_port();
-        let mut process = Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+        let (mut process, port) = start_chromedriver(&driver, &log).await;
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         match ClientBuilder::new(connector)
             .capabilities(caps_for(attempt))
@@ -120,6 +112,20 @@ async fn launch(width: u32, height: u32, flags: &[String], mobile: bool) -> Driv
             }
         }
     }
+}
+
+/// A chromedriver on a port of its own, once it listens, logging to `log`.
+async fn start_chromedriver(driver: &str, log: &std::path::Path) -> (Child, u16) {
+    let port = free_port();
+    let process = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .arg(format!("--log-path={}", log.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    (process, port)
 }
 
 impl Driver {
